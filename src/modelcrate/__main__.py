@@ -1,0 +1,5 @@
+import sys
+
+from modelcrate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""The state one scan carries through nested containers: findings, limits, budgets, policy."""
+
+from __future__ import annotations
+
+import importlib
+import mmap
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelcrate.scan.findings import Finding, Location, Severity
+from modelcrate.scan.limits import Limits
+from modelcrate.scan.policy import Policy
+
+# A scanned input: the whole file memory-mapped (pages never touched are never read), or the
+# bytes of an archive member. Scanners only slice, ``len`` and ``find`` it.
+Blob = bytes | mmap.mmap
+
+
+class Scanner(Protocol):
+    """A format scanner. Returns a refined format name (e.g. ``"pytorch-zip"``) or ``None``."""
+
+    def __call__(self, data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | None: ...
+
+
+# format name (from :func:`modelcrate.scan.sniff.sniff`) -> "module:function", imported lazily
+SCANNERS: dict[str, str] = {
+    "pickle": "modelcrate.scan.pickle_scan:scan_pickle",
+    "zip": "modelcrate.scan.zipscan:scan_zip",
+    "tar": "modelcrate.scan.tarscan:scan_tar",
+    "7z": "modelcrate.scan.sevenzip:scan_7z",
+    "gzip": "modelcrate.scan.compressed:scan_compressed",
+    "bz2": "modelcrate.scan.compressed:scan_compressed",
+    "xz": "modelcrate.scan.compressed:scan_compressed",
+    "lzma": "modelcrate.scan.compressed:scan_compressed",
+    "zlib": "modelcrate.scan.compressed:scan_compressed",
+    "lz4": "modelcrate.scan.compressed:scan_compressed",
+    "joblib-zf": "modelcrate.scan.compressed:scan_compressed",
+    "npy": "modelcrate.scan.numpy_scan:scan_npy",
+    "hdf5": "modelcrate.scan.keras_scan:scan_h5",
+    "keras-json": "modelcrate.scan.keras_scan:scan_keras_config",
+    "safetensors": "modelcrate.scan.safetensors_scan:scan_safetensors",
+    "gguf": "modelcrate.scan.gguf_scan:scan_gguf",
+    "onnx": "modelcrate.scan.onnx_scan:scan_onnx",
+    "savedmodel": "modelcrate.scan.tf_scan:scan_savedmodel",
+    "json": "modelcrate.scan.config_scan:scan_json",
+    "yaml": "modelcrate.scan.config_scan:scan_yaml",
+}
+
+
+def _resolve(fmt: str) -> Scanner | None:
+    target = SCANNERS.get(fmt)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    scanner: Scanner = getattr(importlib.import_module(module), func)
+    return scanner
+
+
+@dataclass
+class ScanContext:
+    """Collects findings for one top-level file and enforces the per-file budgets."""
+
+    limits: Limits = field(default_factory=Limits)
+    policy: Policy = field(default_factory=Policy)
+    findings: list[Finding] = field(default_factory=list)
+    inflated_bytes: int = 0
+    entries: int = 0
+    _limit_hit: set[str] = field(default_factory=set)
+
+    def add(
+        self,
+        severity: Severity,
+        rule_id: str,
+        message: str,
+        loc: Location,
+        *,
+        why: str = "",
+        symbol: str | None = None,
+    ) -> None:
+        """Record a finding (the policy may override its severity)."""
+        sev = self.policy.severity_for(rule_id, severity)
+        self.findings.append(Finding(sev, rule_id, message, loc, why, symbol))
+
+    def limit(
+        self, name: str, message: str, loc: Location, severity: Severity = Severity.HIGH
+    ) -> None:
+        """Report an exhausted limit once per limit name and file."""
+        if name in self._limit_hit:
+            return
+        self._limit_hit.add(name)
+        self.add(
+            severity,
+            "archive.bomb"
+            if name in {"inflated", "ratio", "entries", "depth"}
+            else "limits.exceeded",
+            message,
+            loc,
+            why="the rest of this input was not verified; raise the limit only for trusted input",
+        )
+
+    def charge_inflated(self, n: int, compressed: int, loc: Location) -> bool:
+        """Account ``n`` more decompressed bytes; False (and a finding) past a limit."""
+        self.inflated_bytes += n
+        lim = self.limits
+        if self.inflated_bytes > lim.max_inflated_bytes:
+            self.limit("inflated", f"decompressed size exceeds {lim.max_inflated_bytes} bytes", loc)
+            return False
+        if self.inflated_bytes > lim.ratio_floor and compressed > 0:
+            ratio = self.inflated_bytes / compressed
+            if ratio > lim.max_ratio:
+                self.limit(
+                    "ratio",
+                    f"compression ratio {ratio:.0f}:1 exceeds {lim.max_ratio:.0f}:1 "
+                    f"(decompression bomb)",
+                    loc,
+                )
+                return False
+        return True
+
+    def scan_blob(self, data: Blob, loc: Location, depth: int, *, name: str = "") -> str:
+        """Sniff ``data`` by content and hand it to its scanner. Returns the format name."""
+        from modelcrate.scan.sniff import sniff
+
+        if depth > self.limits.max_depth:
+            self.limit("depth", f"containers nested deeper than {self.limits.max_depth}", loc)
+            return "nested"
+        fmt = sniff(data, name or (loc.members[-1] if loc.members else loc.path))
+        scanner = _resolve(fmt)
+        if scanner is None:
+            if fmt == "unknown" and len(data) > 0:
+                self.add(
+                    Severity.INFO,
+                    "format.unknown",
+                    "unrecognised format: no model format matched its content",
+                    loc,
+                    why="not a pickle, archive or known model format; nothing was executed",
+                )
+            return fmt
+        refined = scanner(data, loc, self, depth)
+        return refined or fmt

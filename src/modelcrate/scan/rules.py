@@ -1,0 +1,53 @@
+"""Stable rule identifiers with a one-line description each (used by SARIF and the docs).
+
+A rule id names a *kind* of observation; the severity is decided per finding (an import of
+``os.system`` and of ``collections.OrderedDict`` are both ``pickle.global``). Scanner modules
+add their ids here so the catalogue stays in one place.
+"""
+
+from __future__ import annotations
+
+RULES: dict[str, str] = {
+    # engine / generic
+    "scan.error": "The scanner failed on this input; the file could not be verified",
+    "scan.unreadable": "The file could not be read",
+    "format.unknown": "Unrecognised format: not scanned for code, reported so nothing is silently skipped",
+    "format.mismatch": "The file's content does not match its name",
+    "limits.exceeded": "A scan limit was reached; the rest of the input was not verified",
+    "path.symlink-escape": "A symbolic link points outside the scanned tree",
+    # pickle
+    "pickle.global": "A global (module attribute) imported by a pickle",
+    "pickle.call": "A call made while unpickling (REDUCE, INST, OBJ, NEWOBJ, BUILD)",
+    "pickle.malformed": "The pickle stream is malformed; what ran before the error still runs in pickle.load",
+    "pickle.multiple-streams": "Several pickles are concatenated; loaders that read repeatedly run them all",
+    "pickle.dynamic-global": "A global whose name is computed at load time and cannot be resolved statically",
+    "pickle.out-of-band-buffer": "An out-of-band buffer opcode (NEXT_BUFFER/READONLY_BUFFER)",
+    "pickle.expansion": "Billion-laughs style expansion",
+    "pickle.nested": "A nested pickle (pickle inside pickle) was found and scanned",
+    "pickle.scanner-deactivation": "The pickle references a security scanner",
+    # containers
+    "archive.path-traversal": "An archive member name escapes the extraction directory",
+    "archive.symlink": "An archive member is a link, possibly pointing outside the extraction directory",
+    "archive.bomb": "Decompression or archive bomb (size, ratio, entries or depth)",
+    "archive.malformed": "The archive structure is malformed or inconsistent",
+    "archive.encrypted": "An archive member is encrypted and cannot be verified",
+    "archive.unsupported": "A compression method or container that the scanner cannot open",
+    "torch.torchscript": "TorchScript code: executable content run by torch.jit.load",
+    "torch.legacy-tar": "Legacy tar-format PyTorch checkpoint (loaded only with weights_only=False)",
+    "numpy.object-array": "An object-dtype array: its data is a pickle",
+    # other formats
+    "keras.lambda": "A Keras Lambda layer: serialized Python code runs at load",
+    "keras.module-reference": "A Keras config references a module/function outside Keras",
+    "keras.unsafe-config": "A Keras config disables safe mode or calls a file/network helper",
+    "keras.vocabulary-path": "A lookup layer reads a vocabulary file from a path at load",
+    "keras.torch-module": "A TorchModuleWrapper layer: its weights are a torch pickle",
+    "tf.dangerous-op": "A TensorFlow op that reads/writes files, runs code or touches the system",
+    "tf.custom-op": "A TensorFlow op outside the standard op set",
+    "onnx.external-data": "An ONNX external-data reference that escapes the model directory",
+    "onnx.custom-domain": "ONNX nodes in a non-standard operator domain (needs an out-of-model library)",
+    "onnx.malformed": "The ONNX protobuf is malformed",
+    "safetensors.malformed": "The safetensors header or layout is invalid",
+    "gguf.malformed": "The GGUF header, metadata or tensor table is invalid",
+    "template.ssti": "A chat template reaches Python internals (server-side template injection)",
+    "config.code-target": "A configuration instantiates an arbitrary callable (Hydra _target_ and similar)",
+}

@@ -9,13 +9,14 @@ soon as its ratio gives it away), never inflated in full.
 from __future__ import annotations
 
 import bz2
+import importlib
 import lzma
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelcrate.scan.context import Blob, ScanContext
+from modelcrate.scan.context import SCANNERS, Blob, ScanContext, Scanner
 from modelcrate.scan.findings import Location, Severity
 
 IN_CHUNK = 64 * 1024  # compressed bytes fed per step: small, so the ratio check bites early
@@ -95,10 +96,10 @@ def bounded_decompress(
     data: Blob,
     start: int,
     end: int,
+    *,
     make_decoder: Callable[[], Decoder],
     ctx: ScanContext,
     loc: Location,
-    *,
     multi_magic: bytes = b"",
 ) -> Inflated:
     """Inflate ``data[start:end]`` in bounded steps under the member cap, ratio and file budget.
@@ -116,7 +117,7 @@ def bounded_decompress(
     stopped = False
     while True:
         if d.eof:
-            nxt = pos - len(d.unused_data)
+            nxt = pos - len(d.unused_data or b"")
             if multi_magic and bytes(data[nxt : nxt + len(multi_magic)]) == multi_magic:
                 d = factory()
                 pos = stream_start = nxt
@@ -165,7 +166,7 @@ def bounded_decompress(
     complete = d.eof
     trailing = 0
     if complete:
-        after = pos - len(d.unused_data)
+        after = pos - len(d.unused_data or b"")
         trailing = len(data[after:end].rstrip(b"\x00")) if end - after < 1 << 20 else end - after
     return Inflated(bytes(out), complete, stopped, error, trailing)
 
@@ -193,7 +194,7 @@ def _decoder_factory(kind: str) -> Callable[[], Decoder] | None:
         return lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO)
     if kind == "lz4":
         try:
-            import lz4.frame  # noqa: PLC0415 - optional extra, imported only when needed
+            import lz4.frame
         except ImportError:
             return None
         factory: Callable[[], Decoder] = lz4.frame.LZ4FrameDecompressor
@@ -259,7 +260,11 @@ def scan_compressed(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> 
             )
     multi = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}.get(kind, b"")
     name = _inner_name(loc, kind)
-    result = bounded_decompress(data, start, len(data), factory, ctx, loc, multi_magic=multi)
+    result = bounded_decompress(
+        data, start, len(data), make_decoder=factory, ctx=ctx, loc=loc, multi_magic=multi
+    )
+    if kind == "zlib" and result.error is not None and not result.data:
+        return _not_zlib(data, loc, ctx, depth)
     if result.error is not None:
         ctx.add(
             Severity.MEDIUM,
@@ -290,3 +295,21 @@ def scan_compressed(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> 
     if inner.startswith(("pickle", "joblib")):
         return f"joblib-{kind.removeprefix('joblib-')}"
     return f"{kind}+{inner}"
+
+
+def _not_zlib(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | None:
+    """Two bytes looked like a zlib header but no stream followed: scan the bytes as a pickle.
+
+    The zlib header check is only 2 bytes wide; a protocol-0 pickle such as ``(S"...`` passes
+    it. Handing the raw bytes to the pickle scanner keeps such a file from slipping through.
+    """
+    ctx.add(
+        Severity.LOW,
+        "format.mismatch",
+        "starts like a zlib stream but does not decompress; scanned as a pickle instead",
+        loc.at(0),
+        why="a 2-byte zlib header match is weak evidence; a protocol-0 pickle can look the same",
+    )
+    module, _, func = SCANNERS["pickle"].partition(":")
+    scanner: Scanner = getattr(importlib.import_module(module), func)
+    return scanner(data, loc, ctx, depth)

@@ -6,6 +6,7 @@ The name is only a tie-breaker for formats without a magic number (protobuf, YAM
 from __future__ import annotations
 
 import struct
+import zlib
 
 from modelcrate.scan.context import Blob
 
@@ -25,10 +26,20 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 
 
 def _is_zlib(head: bytes) -> bool:
+    """A zlib header (2 bytes, checksum) whose first block also inflates without error.
+
+    The 2-byte check alone matches text such as a protocol-0 pickle starting ``(S``.
+    """
     if len(head) < 2:
         return False
     cmf, flg = head[0], head[1]
-    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf * 256 + flg) % 31 == 0 and not flg & 0x20
+    if not (cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf * 256 + flg) % 31 == 0 and not flg & 0x20):
+        return False
+    try:
+        zlib.decompressobj().decompress(head, 256)
+    except zlib.error:
+        return False
+    return True
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:

@@ -32,7 +32,7 @@ FILE_OPS = frozenset(
         "SnapshotDataset", "SnapshotDatasetV2", "SnapshotDatasetReader", "RecordInput",
         "CreateSummaryFileWriter", "CreateSummaryDbWriter", "DebugIdentity", "DebugIdentityV2",
         "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary", "DebugNumericSummaryV2",
-        "Copy", "CopyHost",
+        "Copy", "CopyHost", "FileSystemSetConfiguration",
     }
 )  # fmt: skip
 SAVER_OPS = frozenset(
@@ -43,7 +43,10 @@ SAVER_OPS = frozenset(
 )  # fmt: skip
 TABLE_OPS = frozenset({"InitializeTableFromTextFile", "InitializeTableFromTextFileV2"})
 _STREAMS = frozenset({"stderr", "stdout", "log(info)", "log(warning)", "log(error)"})
-_SHELLISH = re.compile(r"shell|popen|subprocess|spawn|system|command|^exec|^eval|pyfunc", re.I)
+_SHELLISH = re.compile(
+    r"shell|popen|subprocess|spawn|pyfunc|oscommand|runcommand|systemcall|^(system|exec|eval)$",
+    re.I,
+)
 _PATH_ATTRS = ("memory_region_name", "file_pattern", "debug_urls", "output_stream", "logdir")
 
 

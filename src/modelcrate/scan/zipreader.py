@@ -222,7 +222,7 @@ def walk_local_headers(
     pos = data.find(LOCAL_SIG)
     index = 0
     size = len(data)
-    while 0 <= pos and index < max_entries:
+    while pos >= 0 and index < max_entries:
         head = bytes(data[pos : pos + _LOCAL.size])
         if len(head) < _LOCAL.size:
             problems.append((pos, "truncated local header"))

@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         "modelscan": [str(VENVS / "modelscan" / "bin" / "modelscan"), "-p", f],
         "fickling": [str(VENVS / "fickling" / "bin" / "fickling"), "--check-safety", f],
     }
+    missing = [cmd[0] for cmd in tools.values() if not Path(cmd[0]).is_file()]
+    if missing:
+        log(f"error: not installed: {', '.join(missing)} (drop --skip-install; make install)")
+        return 2
     results: dict[str, list[Measured]] = {name: [] for name in tools}
     for name, cmd in tools.items():  # warm-up, untimed
         log(f"warm-up {name}")

@@ -211,6 +211,15 @@ def _common_failure(run: Run) -> Outcome | None:
     return None
 
 
+def _crashed(run: Run) -> bool:
+    """An uncaught Python exception: exits 1 like a "found something" verdict, so check."""
+    return "Traceback (most recent call last)" in run.stderr
+
+
+def _crash(run: Run) -> Outcome:
+    return Outcome("error", short(f"crash (rc {run.rc}): {_last_line(run.stderr)}"))
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -263,8 +272,12 @@ def classify_modelscan(run: Run) -> Outcome:
                 total = int(line.split(":", 1)[1])
             except ValueError:
                 total = 1
-    if total > 0 or run.rc == 1 or issues:
+    if total > 0 or issues:
         return Outcome("flagged", short("; ".join(issues) or f"{total} issues"))
+    if _crashed(run):
+        return _crash(run)
+    if run.rc == 1:
+        return Outcome("flagged", "exit code 1")
     if run.rc == 2 or errors or exception or run.rc == 4:
         return Outcome("error", short("; ".join(errors + exception) or _last_line(run.stderr)))
     if run.rc == 3:
@@ -289,8 +302,10 @@ def classify_picklescan(run: Run) -> Outcome:
             infected = int(value) if value.strip().isdigit() else 1
         elif key.strip() == "Scanned files":
             scanned = int(value) if value.strip().isdigit() else -1
-    if found or infected > 0 or run.rc == 1:
+    if found or infected > 0:
         return Outcome("flagged", short(" | ".join(found) or f"{infected} infected files"))
+    if run.rc == 1:
+        return _crash(run) if _crashed(run) else Outcome("flagged", "exit code 1")
     errs = [ln.strip() for ln in out.splitlines() if ln.startswith(("ERROR", "Unhandled"))]
     if run.rc == 2 or errs:
         if "Traceback" in out:
@@ -333,6 +348,8 @@ def classify_fickling(run: Run) -> Outcome:
         return fail
     if run.rc == 1:
         sev = _fickling_severities(run.scratch)
+        if not sev and _crashed(run):
+            return _crash(run)
         return Outcome("flagged", short(",".join(sev) or _last_line(run.stderr)))
     if run.rc == 0:
         return Outcome("clean", "")
@@ -372,9 +389,12 @@ def classify_modelcrate(run: Run) -> Outcome:
         return fail
     try:
         report = json.loads(run.stdout)
-        files = report.get("files", []) if isinstance(report, dict) else []
     except ValueError:
-        files = []
+        report = None
+    if not isinstance(report, dict) and run.rc in (0, 1):
+        # `--format json` always prints a report; without one, exit 1 is a crash.
+        return _crash(run) if _crashed(run) else Outcome("error", "no JSON report on stdout")
+    files = report.get("files", []) if isinstance(report, dict) else []
     per_file = [mc_file_outcome(f) for f in files if isinstance(f, dict)]
     detail = " | ".join(o.detail for o in per_file if o.detail)
     if run.rc == 1:

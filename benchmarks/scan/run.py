@@ -434,6 +434,16 @@ def render_markdown(res: Json) -> str:
         out.append(
             f"| {r['id']} | {r['expected']} | {r['format']} | {tech} | " + " | ".join(cells) + " |"
         )
+    if "modelcrate" in tools:
+        out += ["", "## What modelcrate reported per sample", ""]
+        out += [
+            "| id | expected | verdict | HIGH/CRITICAL findings (rule, symbol) |",
+            "|---|---|---|---|",
+        ]
+        for r in rows:
+            mc = r["tools"]["modelcrate"]
+            detail = str(mc["detail"]).replace("|", "/")
+            out.append(f"| {r['id']} | {r['expected']} | {mc['verdict']} | {detail} |")
     prev = res.get("previous_study") or {}
     if prev:
         out += ["", "## Peer verdicts vs the earlier study", ""]

@@ -100,6 +100,23 @@ def test_t47_safetensors_metadata_template_ssti() -> None:
     assert [(f.rule_id, f.severity) for f in found] == [("template.ssti", Severity.CRITICAL)]
 
 
+def test_t47_safetensors_trailing_polyglot_is_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    appended = b"\x80\x04\x95 appended pickle"
+    ctx = ScanContext()
+    nested: list[tuple[bytes, Location]] = []
+
+    def fake_scan_blob(data: bytes, loc: Location, depth: int, *, name: str = "") -> str:
+        nested.append((data, loc))
+        return "pickle"
+
+    monkeypatch.setattr(ctx, "scan_blob", fake_scan_blob)
+    scan_safetensors(st_file(GOOD, b"\0" * 20 + appended), Location("m.safetensors"), ctx, 0)
+    assert [(f.rule_id, f.severity) for f in ctx.findings] == [
+        ("safetensors.malformed", Severity.HIGH)
+    ]
+    assert nested == [(appended, Location("m.safetensors", ("<trailing bytes>",)))]
+
+
 def test_t47_safetensors_header_limit_is_configurable() -> None:
     data = st_file(GOOD, b"\0" * 20)
     assert scan(data) == []

@@ -36,6 +36,7 @@ BENIGN = {
         "{%- for t in m.tool_calls %}{{ t.function.name }}{{ t.function.arguments|tojson }}"
         "{%- endfor %}{{ messages[-1].content|replace('a', 'b')|lower }}"
     ),
+    "literal_underscores": "{{ '<|reserved__special__token|>' + m['content'] }}{{ m.a_b }}",
 }
 
 ATTACKS = {
@@ -54,6 +55,7 @@ ATTACKS = {
     "reversed": "{{ lipsum|attr('__slabolg__'|reverse) }}",
     "upper": "{{ lipsum|attr('__GLOBALS__'|lower) }}",
     "attr_computed": "{% set a = x|first %}{{ cycler|attr(a) }}",
+    "other_dunder": "{{ x.__weakref__ }}",
     "char_building": "{% set u = '%c'|format(95) %}{{ lipsum|attr(u*2 ~ 'globals' ~ u*2) }}",
 }
 

@@ -8,9 +8,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
-from typer.exceptions import TyperException
 
 from modelcrate import __version__
 from modelcrate._fs import atomic_write_bytes
@@ -125,10 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("error[usage]: aborted", markup=False)
         return EXIT_INPUT
-    except TyperException as exc:  # click usage errors: bad option, missing argument
-        fmt = getattr(exc, "format_message", None)
-        text = fmt() if callable(fmt) else str(exc)
-        err.print(f"error[usage]: {text}", markup=False, highlight=False)
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        err.print(f"error[usage]: {exc.format_message()}", markup=False, highlight=False)
         err.print("  hint: run 'modelcrate --help' for usage", markup=False)
         return EXIT_INPUT
     except Exception as exc:

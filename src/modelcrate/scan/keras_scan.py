@@ -60,11 +60,16 @@ class Node(NamedTuple):
 
 
 def iter_nodes(
-    root: object, *, max_nodes: int = MAX_NODES, on_limit: Callable[[str], None] | None = None
+    root: object,
+    *,
+    max_nodes: int = MAX_NODES,
+    on_limit: Callable[[str], None] | None = None,
+    dicts_only: bool = False,
 ) -> Iterator[Node]:
     """Every dict and list of a JSON-like tree, depth first, each container once (YAML
     aliases cannot multiply the work). Past ``max_nodes`` containers or ``MAX_TREE_DEPTH``
-    levels the walk stops and ``on_limit`` is told why."""
+    levels the walk stops and ``on_limit`` is told why. ``dicts_only`` skips lists that hold
+    no container (tokenizer merges), for walkers that only look at dicts."""
     stack = [Node(root)]
     seen: set[int] = set()
     count = 0
@@ -93,10 +98,14 @@ def iter_nodes(
             kids = [
                 Node(v, node, i, depth, lam)
                 for i, v in enumerate(value)
-                if isinstance(v, dict | list)
+                if isinstance(v, dict) or (isinstance(v, list) and not (dicts_only and _flat(v)))
             ]
         kids.reverse()
         stack.extend(kids)
+
+
+def _flat(items: list[object]) -> bool:
+    return all(not isinstance(x, dict | list) for x in items)
 
 
 def _strings(value: object) -> Iterator[str]:
@@ -128,7 +137,7 @@ def path_text(path: tuple[str | int, ...]) -> str:
 
 def looks_like_keras(root: object) -> bool:
     """A JSON tree that Keras would deserialize: some dict with ``class_name`` and ``config``."""
-    for node in iter_nodes(root, max_nodes=100_000):
+    for node in iter_nodes(root, max_nodes=100_000, dicts_only=True):
         v = node.value
         if isinstance(v, dict) and "class_name" in v and "config" in v:
             return True

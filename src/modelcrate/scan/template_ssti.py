@@ -23,30 +23,24 @@ DUNDERS = (
     "__func__", "__self__", "__reduce__", "__reduce_ex__", "__getitem__", "__loader__",
     "__spec__", "__module__", "__closure__", "__subclasshook__", "__new__", "__call__",
 )  # fmt: skip
-INTERNALS: tuple[str, ...] = (
-    "func_globals",
-    "f_globals",
-    "gi_frame",
-    "gi_code",
-    "cr_frame",
-    "f_back",
-    "f_locals",
-)
-INTERNALS += ("_templatereference__context", "mro()", "__self", "co_code")
+INTERNALS = (
+    "func_globals", "f_globals", "f_locals", "f_back", "gi_frame", "gi_code", "cr_frame",
+    "co_code", "mro()", "_templatereference__context",
+)  # fmt: skip
 PIVOTS: tuple[str, ...] = ("cycler", "joiner", "lipsum", "namespace", "self")  # Jinja's own globals
-WEB_PIVOTS = ("request", "config", "url_for", "get_flashed_messages", "g", "session")
+WEB_PIVOTS = ("request", "config", "url_for", "get_flashed_messages")  # Flask globals
 _ESCAPE = re.compile(
     r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{1,3}|N\{[A-Za-z0-9 \-]+\})"
 )
 _CONCAT = re.compile(r"""(['"])\s*(?:[~+,]|\)\s*~\s*\(|\s)\s*(['"])""")
-_DUNDER_ANY = re.compile(r"__[a-z][a-z0-9_]*__")
+_DUNDER_ANY = re.compile(r"""(?:\.\s*|\[\s*['"]?|attr\s*\(\s*['"]?)(__[a-z][a-z0-9_]*__)""")
 _PIVOT_ACCESS = re.compile(
     r"\b(" + "|".join(PIVOTS + WEB_PIVOTS) + r")\b\s*(?:\.\s*_|\[|\|\s*attr\b|\.\s*(?!\w+\s*\()\w)"
 )
 _ATTR_FILTER = re.compile(r"\|\s*attr\s*\(")
 _IMPORT_TAG = re.compile(r"\{%-?\s*(import|include|extends|from)\b")
 _CHAR_BUILD = re.compile(
-    r"""%c|\|\s*format\s*\(\s*(?:95|0x5f)\b|['"]_['"]\s*\*|\|\s*string\s*\|\s*list"""
+    r"""['"]%c['"]\s*[|%]|\|\s*format\s*\(\s*(?:95|0x5f)\b|['"]_['"]\s*\*|\|\s*string\s*\|\s*list"""
 )
 
 
@@ -95,8 +89,8 @@ def find_ssti(template: str, limit: int = 1 << 20) -> list[SstiHit]:
         for name in (*DUNDERS, *INTERNALS):
             if name in form or name[::-1] in form:
                 hits[name] = Severity.CRITICAL
-        for m in _DUNDER_ANY.finditer(form):
-            hits.setdefault(m.group(0), Severity.HIGH)
+        for m in _DUNDER_ANY.finditer(form):  # any other dunder used as an attribute
+            hits.setdefault(m.group(1), Severity.HIGH)
     plain = forms[2]
     internals = any(sev == Severity.CRITICAL for sev in hits.values())
     for m in _PIVOT_ACCESS.finditer(plain):

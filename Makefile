@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev,torch,scan]'
+	$(BIN)/pip install -q -e '.[serve,build,test,dev,torch,scan]'
 	touch $(STAMP)
 
 install: $(STAMP)

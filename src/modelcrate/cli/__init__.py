@@ -6,15 +6,17 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
-from rich.console import Console
 
 from modelcrate import __version__
 from modelcrate._fs import atomic_write_bytes
 from modelcrate.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, ModelcrateError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="modelcrate",
@@ -85,6 +87,8 @@ def scan(
     report = run_scan(paths, policy=pol, compute_hash=hash_files)
 
     if fmt is OutputFormat.text:
+        from rich.console import Console  # only people's output pays for Rich
+
         console = Console(file=sys.stdout) if output is None else Console(record=True, width=120)
         from modelcrate.cli.render import render_text
 
@@ -112,26 +116,44 @@ def scan(
     raise typer.Exit(EXIT_FINDINGS if report.failed(threshold) else EXIT_OK)
 
 
+def _register_commands() -> None:
+    """Add the other stages' commands (their modules import nothing heavy at import time)."""
+    from modelcrate.cli import crate_cmd, serve_cmd
+
+    crate_cmd.register(app)
+    serve_cmd.register(app)
+
+
+_register_commands()
+
+
+def err() -> Console:
+    """The diagnostics console, created on first use (Rich costs start-up time)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes in one place."""
-    err = Console(stderr=True)
+
     try:
         rc = app(args=argv, standalone_mode=False)
     except ModelcrateError as exc:
-        err.print(exc.render(), markup=False, highlight=False)
+        err().print(exc.render(), markup=False, highlight=False)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
-        err.print("error[usage]: aborted", markup=False)
+        err().print("error[usage]: aborted", markup=False)
         return EXIT_INPUT
     except click.ClickException as exc:  # usage errors: bad option, missing argument
-        err.print(f"error[usage]: {exc.format_message()}", markup=False, highlight=False)
-        err.print("  hint: run 'modelcrate --help' for usage", markup=False)
+        err().print(f"error[usage]: {exc.format_message()}", markup=False, highlight=False)
+        err().print("  hint: run 'modelcrate --help' for usage", markup=False)
         return EXIT_INPUT
     except Exception as exc:
-        err.print(f"error[internal]: {type(exc).__name__}: {exc}", markup=False, highlight=False)
-        err.print("  hint: this is a bug in modelcrate; please report it with the command line")
+        err().print(f"error[internal]: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        err().print("  hint: this is a bug in modelcrate; please report it with the command line")
         return EXIT_INTERNAL
     return int(rc) if isinstance(rc, int) else EXIT_OK
 

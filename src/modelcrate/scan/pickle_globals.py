@@ -245,8 +245,8 @@ def _classify_static(m: str, n: str) -> GlobalVerdict | None:
 
 
 def _dangerous(why: str, full: str, via: str = "") -> GlobalVerdict:
-    detail = f"; reached through {via}" if via else ""
-    return GlobalVerdict(Severity.CRITICAL, f"{why} ({full}{detail})", DANGEROUS)
+    detail = f", reached through {via}" if via else ""
+    return GlobalVerdict(Severity.CRITICAL, f"{why}{detail}", DANGEROUS)
 
 
 def _unknown(m: str, n: str) -> GlobalVerdict:

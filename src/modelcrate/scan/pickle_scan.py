@@ -136,7 +136,7 @@ def _report(
     for use in sink.uses.values():
         verdict = use.effective
         symbol = f"{use.module}.{use.name}"
-        message = f"imports {symbol} ({verdict.reason})"
+        message = f"imports {symbol}: {verdict.reason}"
         if use.calls:
             message += f" and calls it via {'/'.join(use.calls)}"
         if use.count > 1:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +47,9 @@ def load_policy(path: str | Path) -> Policy:
     [rules]
     "onnx.custom-domain" = "info"
     """
+    import json
+    import tomllib
+
     p = Path(path)
     try:
         raw = p.read_bytes()

@@ -1,0 +1,425 @@
+"""``modelcrate build``: from an untrusted model file to a crate in the store.
+
+Steps, in order (each reported through ``progress`` before it starts): ``scan`` (the gate:
+anything at or above HIGH stops here), ``load`` (safe loading only), ``convert`` (to a safe
+serving format), ``parity`` (converted vs original predictions), ``signature`` (derived, or the
+user's file), ``lock`` (runtime requirements with hashes), ``write`` (atomic, into the store).
+
+The source bytes are read once: that copy is hashed, scanned and loaded; the user's path is never
+re-opened after the scan. Nothing reaches the store before the last step, and a failure there
+removes what it added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+from modelcrate.crate.errors import CorruptModel, ScanFailed
+from modelcrate.crate.layout import (
+    LOCK_FILE,
+    SCAN_FILE,
+    SIGNATURE_FILE,
+    relocated,
+    scan_json,
+    signature_json,
+)
+from modelcrate.crate.lockfile import check_python, lock_request, resolve_lock
+from modelcrate.crate.manifest import (
+    MANIFEST_NAME,
+    NAME_RE,
+    ArtifactEntry,
+    Manifest,
+    ParitySummary,
+    Provenance,
+    PythonTarget,
+    Runtime,
+    ScanSummary,
+    Source,
+    created_now,
+)
+from modelcrate.crate.signature import Signature
+from modelcrate.crate.store import Store, store_errors, write_file
+from modelcrate.errors import InputError, ModelcrateError
+
+if TYPE_CHECKING:
+    from modelcrate.crate.manifest import FlavorName, RuntimeKind
+    from modelcrate.flavors import Converted
+    from modelcrate.scan import Policy, ScanReport, Severity
+
+STEPS: tuple[str, ...] = ("scan", "load", "convert", "parity", "signature", "lock", "write")
+FLAVORS: tuple[str, ...] = ("auto", "sklearn", "onnx", "xgboost", "lightgbm")
+_OUTPUTS = {"classification": {"label", "probabilities"}, "regression": {"prediction"}}
+_REQUIRED = {"classification": {"label"}, "regression": {"prediction"}}
+
+
+@dataclass(frozen=True)
+class BuiltCrate:
+    """A crate in the store. ``existed``: the store already held this exact version."""
+
+    manifest: Manifest
+    path: Path
+    existed: bool
+    lock_cached: bool
+    scan: ScanReport
+    parity_details: str
+    steps: tuple[tuple[str, float], ...]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest.name}:{self.manifest.short_version}"
+
+
+def build(
+    path: Path,
+    *,
+    name: str | None = None,
+    flavor: str = "auto",
+    sample: Path | None = None,
+    signature: Path | None = None,
+    python: str = "3.11",
+    store: Store | None = None,
+    policy: Policy | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BuiltCrate:
+    """Build a crate from the model file at ``path`` and write it into ``store``."""
+    from modelcrate import __version__
+    from modelcrate.flavors import convert, detect_flavor, load_model
+    from modelcrate.scan import ScanReport, Severity, scan_file
+
+    store = store or Store.default()
+    store.preflight()
+    src = Path(path)
+    crate_name = crate_name_for(src, name)
+    check_python(python)
+    if flavor not in FLAVORS:
+        raise InputError(f"unknown flavor {flavor!r}", hint=f"use one of: {', '.join(FLAVORS)}")
+    timer = _Timer(progress)
+
+    timer.step("scan")
+    data = _read_source(src)
+    threshold = min(policy.fail_on, Severity.HIGH) if policy is not None else Severity.HIGH
+    with tempfile.TemporaryDirectory(prefix="modelcrate-build-") as work:
+        copy = Path(work) / src.name
+        copy.write_bytes(data)
+        file_report = scan_file(copy, policy=policy)
+        report = ScanReport(files=[relocated(file_report, str(src))])
+        if report.failed(threshold):
+            _refuse(report, threshold, src)
+
+        with _user_paths(copy, src):
+            timer.step("load")
+            fmt = file_report.format
+            chosen = detect_flavor(copy, fmt) if flavor == "auto" else flavor
+            model = load_model(copy, chosen, fmt)
+            sample_df = read_sample(sample) if sample is not None else None
+            user_signature = read_signature(signature) if signature is not None else None
+
+            timer.step("convert")
+            converted = convert(
+                model, chosen, source_path=copy, sample=sample_df, signature=user_signature
+            )
+
+    timer.step("parity")
+    parity = converted.parity
+    if not parity.passed:
+        raise InputError(
+            f"the converted model does not reproduce the original's predictions: {parity.details}",
+            path=str(src),
+            hint="report the estimator to modelcrate; meanwhile export it to ONNX yourself",
+        )
+
+    timer.step("signature")
+    sig = converted.signature
+    _check_signature(sig, user_signature, signature or src)
+
+    timer.step("lock")
+    lock = resolve_lock(lock_request(converted.runtime, python), cache_dir=store.locks_dir)
+
+    timer.step("write")
+    manifest = _manifest(
+        name=crate_name,
+        src=src,
+        data=data,
+        fmt=fmt,
+        converted=converted,
+        sig=sig,
+        report=report,
+        python=python,
+        lock_sha256=lock.sha256,
+        version=__version__,
+    )
+    files: dict[str, bytes] = {a.path: a.data for a in converted.artifacts}
+    files[LOCK_FILE] = lock.data
+    files[SCAN_FILE] = scan_json(file_report, source_name=src.name, fail_on=threshold.name)
+    files[SIGNATURE_FILE] = signature_json(manifest)
+    files[MANIFEST_NAME] = manifest.dump_yaml()
+    with store.staging() as stage:
+        with store_errors(store.root):
+            for rel, blob in sorted(files.items()):
+                write_file(stage / rel, blob)
+        committed = store.commit(
+            stage, manifest, lock_cache=None if lock.cached else (lock.key, lock.data)
+        )
+    stored = manifest if not committed.existed else _stored_manifest(committed.record.path)
+    return BuiltCrate(
+        manifest=stored,
+        path=committed.record.path,
+        existed=committed.existed,
+        lock_cached=lock.cached,
+        scan=report,
+        parity_details=parity.details,
+        steps=timer.finish(),
+    )
+
+
+def _refuse(report: ScanReport, threshold: Severity, src: Path) -> NoReturn:
+    """Stop the build: CorruptModel (exit 2) when the only failing findings say the file is
+    malformed (not a pickle: there malformation may be an evasion), else ScanFailed (exit 1)."""
+    failing = [f for f in report.findings if f.severity >= threshold]
+    if all(
+        f.rule_id.endswith(".malformed") and not f.rule_id.startswith("pickle.") for f in failing
+    ):
+        raise CorruptModel(
+            f"the model file is corrupt: {failing[0].message}",
+            report=report,
+            path=str(src),
+            hint="re-export or re-download the model; 'modelcrate scan' shows every finding",
+        )
+    verdict = report.verdict
+    raise ScanFailed(
+        f"the scan found {verdict.name if verdict else 'blocking'} issues; "
+        "the build stopped before loading the model",
+        report=report,
+        path=str(src),
+        hint="run 'modelcrate scan' on the file for details; build only models you can "
+        "trust, or re-export the model in a safe format (ONNX, XGBoost JSON, skops)",
+    )
+
+
+def crate_name_for(src: Path, name: str | None) -> str:
+    """The given name (validated), or one derived from the file name."""
+    if name is not None:
+        if not NAME_RE.match(name):
+            raise InputError(
+                f"invalid crate name {name!r}",
+                hint="use lowercase letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit (at most 128 characters)",
+            )
+        return name
+    stem = src.name.split(".")[0] if not src.name.startswith(".") else src.stem
+    derived = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).lstrip("._-")[:128]
+    return derived or "model"
+
+
+def read_sample(path: Path) -> Any:
+    """A pandas DataFrame of sample rows from CSV or Parquet."""
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise InputError(
+            "unsupported sample file type", path=str(path), hint="pass a .csv or .parquet file"
+        )
+    if not path.is_file():
+        raise InputError("sample file not found", path=str(path), hint="check the path")
+    try:
+        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for a bad file
+        raise InputError(
+            f"cannot read the sample file: {exc}",
+            path=str(path),
+            hint="pass a CSV with a header row, or a Parquet file, holding the model's features",
+        ) from exc
+    if len(df) == 0:
+        raise InputError(
+            "the sample file has no rows", path=str(path), hint="add a few representative rows"
+        )
+    return df
+
+
+def read_signature(path: Path) -> Signature:
+    """A signature from a JSON or YAML file (the format of a crate's signature.json)."""
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the signature file: {exc.strerror or exc}",
+            path=str(path),
+            hint="check the path",
+        ) from exc
+    try:
+        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise TypeError("the document must be a mapping")
+        return Signature.from_dict(raw)
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise InputError(
+            f"invalid signature file: {exc}",
+            path=str(path),
+            hint="write it like the signature.json of a built crate: task, inputs [{name, "
+            "dtype}], outputs [{name, dtype, shape}], classes",
+        ) from exc
+
+
+def _check_signature(sig: Signature, user: Signature | None, where: Path) -> None:
+    """The serving contract: a classifier outputs ``label`` (and maybe ``probabilities``) and
+    names its classes; a regressor outputs ``prediction``."""
+    allowed = _OUTPUTS.get(sig.task)
+    names = {o.name for o in sig.outputs}
+    if allowed is not None and (not names <= allowed or not names & _REQUIRED[sig.task]):
+        raise InputError(
+            f"the signature's outputs {sorted(names)} do not fit a {sig.task} model "
+            f"(expected {' and '.join(sorted(allowed))})",
+            path=str(where),
+            hint="fix the outputs in the signature file, or leave the file out to derive them",
+        )
+    if sig.task == "classification" and not sig.classes:
+        raise InputError(
+            "a classification signature needs its class labels",
+            path=str(where),
+            hint="add 'classes' to the signature file, or leave the file out",
+        )
+    if user is not None and len(user.inputs) != len(sig.inputs):
+        raise InputError(
+            "the signature file does not match the model's inputs",
+            path=str(where),
+            hint=f"the model takes {sig.feature_names}",
+        )
+
+
+def _manifest(
+    *,
+    name: str,
+    src: Path,
+    data: bytes,
+    fmt: str,
+    converted: Converted,
+    sig: Signature,
+    report: ScanReport,
+    python: str,
+    lock_sha256: str,
+    version: str,
+) -> Manifest:
+    verdict = report.verdict
+    parity = converted.parity
+    draft = Manifest(
+        name=name,
+        version="sha256:" + "0" * 64,
+        created=created_now(),
+        flavor=cast("FlavorName", converted.flavor),  # validated by the model
+        source=Source(
+            path=src.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data), format=fmt
+        ),
+        artifacts=[
+            ArtifactEntry(
+                path=a.path,
+                format=a.format,
+                sha256=hashlib.sha256(a.data).hexdigest(),
+                size=len(a.data),
+            )
+            for a in sorted(converted.artifacts, key=lambda a: a.path)
+        ],
+        signature=sig.to_dict(),
+        runtime=Runtime(kind=cast("RuntimeKind", converted.runtime), opset=converted.opset),
+        python=PythonTarget(version=python),
+        scan=ScanSummary(
+            verdict=verdict.name if verdict is not None else "NONE",
+            counts=report.counts(),
+            scanner_version=version,
+        ),
+        parity=ParitySummary(
+            rows=parity.rows,
+            tolerance=parity.tolerance,
+            max_abs_diff=parity.max_abs_diff,
+            label_agreement=parity.label_agreement,
+            passed=parity.passed,
+        ),
+        provenance=Provenance(modelcrate_version=version, converters=dict(converted.converters)),
+        lock_sha256=lock_sha256,
+    )
+    return draft.with_version()
+
+
+def _read_source(src: Path) -> bytes:
+    if src.is_dir():
+        raise InputError(
+            "expected a model file, got a folder",
+            path=str(src),
+            hint="pass the model file itself (.pkl, .joblib, .onnx, .json, .ubj, .txt)",
+        )
+    try:
+        return src.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(
+            "model file not found", path=str(src), hint="check the path and try again"
+        ) from exc
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the model file: {exc.strerror or exc}",
+            path=str(src),
+            hint="check the file's permissions",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _user_paths(copy: Path, src: Path) -> Iterator[None]:
+    """Errors from loading name the user's file, not the private copy the build reads."""
+    try:
+        yield
+    except ModelcrateError as exc:
+        private, public = str(copy), str(src)
+        if exc.path is not None:
+            exc.path = exc.path.replace(private, public)
+        exc.message = exc.message.replace(private, public)
+        if exc.hint is not None:
+            exc.hint = exc.hint.replace(private, public)
+        exc.args = (exc.message,)
+        raise
+
+
+def _stored_manifest(crate_dir: Path) -> Manifest:
+    from modelcrate.crate.manifest import load_manifest
+
+    return load_manifest(crate_dir)
+
+
+class _Timer:
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self._progress = progress
+        self._current: str | None = None
+        self._start = 0.0
+        self._done: list[tuple[str, float]] = []
+
+    def step(self, name: str) -> None:
+        self._close()
+        self._current, self._start = name, time.perf_counter()
+        if self._progress is not None:
+            self._progress(name)
+
+    def _close(self) -> None:
+        if self._current is not None:
+            self._done.append((self._current, time.perf_counter() - self._start))
+            self._current = None
+
+    def finish(self) -> tuple[tuple[str, float], ...]:
+        self._close()
+        return tuple(self._done)

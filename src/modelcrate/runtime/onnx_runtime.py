@@ -1,0 +1,128 @@
+"""The ONNX Runtime predictor: one session per process, one ``run`` per batch.
+
+The signature's ``extra`` maps each contract output to the graph output that holds it
+(``onnx_output.label`` -> ``"label"``, ``onnx_output.prediction`` -> ``"variable"``); an output
+without a mapping is read from the graph output of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from modelcrate.crate.signature import Signature
+from modelcrate.errors import InputError
+from modelcrate.runtime.inputs import PredictionInputError, as_matrix, numeric_column, string_column
+from modelcrate.runtime.outputs import labels_from_values, prediction, probabilities
+
+__all__ = ["OUTPUT_KEY", "OnnxPredictor"]
+
+OUTPUT_KEY = "onnx_output."
+_NUMPY_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": object,
+}
+
+
+class OnnxPredictor:
+    """Runs an ONNX graph on CPU with ONNX Runtime."""
+
+    def __init__(self, data: bytes, signature: Signature, *, path: str = "model.onnx") -> None:
+        import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # converters' benign shape warnings stay out of logs
+        try:
+            self._session = ort.InferenceSession(
+                data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types
+            raise InputError(
+                f"ONNX Runtime cannot load the model: {exc}",
+                path=path,
+                hint="the graph uses an operator or opset this ONNX Runtime lacks, or is corrupt",
+            ) from exc
+        self.signature = signature
+        graph_inputs = {i.name: i for i in self._session.get_inputs()}
+        graph_outputs = {o.name for o in self._session.get_outputs()}
+        if signature.tensor_input:
+            tensor = graph_inputs.get(signature.tensor_name)
+            if tensor is None or len(graph_inputs) != 1:
+                raise _mismatch(path, f"one input named {signature.tensor_name!r}", graph_inputs)
+            self._tensor_type = _NUMPY_TYPES.get(tensor.type, np.float32)
+        else:
+            missing = [c.name for c in signature.inputs if c.name not in graph_inputs]
+            if missing or len(graph_inputs) != len(signature.inputs):
+                raise _mismatch(path, f"inputs {signature.feature_names}", graph_inputs)
+        self._columns = [
+            (c.name, c.dtype == "string", _NUMPY_TYPES.get(graph_inputs[c.name].type, np.float32),
+             len(graph_inputs[c.name].shape))
+            for c in signature.inputs
+            if not signature.tensor_input
+        ]  # fmt: skip
+        self._outputs = [o.name for o in signature.outputs]
+        self._fetch = [signature.extra.get(OUTPUT_KEY + n, n) for n in self._outputs]
+        absent = [f for f in self._fetch if f not in graph_outputs]
+        if absent:
+            raise InputError(
+                f"the signature's outputs {absent} are not outputs of the ONNX graph "
+                f"(it has {sorted(graph_outputs)})",
+                path=path,
+                hint="fix the signature's outputs/extra mapping",
+            )
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = self._feeds(inputs)
+        try:
+            raw = self._session.run(self._fetch, feeds)
+        except Exception as exc:  # ORT's InvalidArgument etc.: the request did not fit
+            raise PredictionInputError(f"ONNX Runtime rejected the input: {exc}") from exc
+        sig = self.signature
+        result: dict[str, np.ndarray] = {}
+        for name, value in zip(self._outputs, raw, strict=True):
+            if name == "label":
+                result[name] = labels_from_values(value)
+            elif name == "probabilities":
+                result[name] = probabilities(value, sig)
+            elif name == "prediction":
+                result[name] = prediction(value, sig)
+            else:
+                result[name] = np.asarray(value)
+        return result
+
+    def _feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sig = self.signature
+        if sig.tensor_input:
+            matrix = as_matrix(inputs, sig)
+            if self._tensor_type is not np.float32:
+                matrix = matrix.astype(self._tensor_type)
+            return {sig.tensor_name: matrix}
+        feeds: dict[str, np.ndarray] = {}
+        rows: int | None = None
+        for name, is_string, dtype, rank in self._columns:
+            col = string_column(inputs, name) if is_string else numeric_column(inputs, name)
+            if dtype is not np.float32 and not is_string:
+                col = col.astype(dtype)
+            if rows is None:
+                rows = len(col)
+            elif len(col) != rows:
+                raise PredictionInputError(
+                    f"column {name!r} has {len(col)} values, other columns {rows}"
+                )
+            feeds[name] = col.reshape(-1, 1) if rank == 2 else col
+        return feeds
+
+
+def _mismatch(path: str, want: str, graph_inputs: dict[str, Any]) -> InputError:
+    have = ", ".join(f"{n} {i.type} {i.shape}" for n, i in graph_inputs.items())
+    return InputError(
+        f"the signature expects {want}, but the ONNX graph takes: {have}",
+        path=path,
+        hint="fix the signature so that its inputs name the graph's inputs",
+    )

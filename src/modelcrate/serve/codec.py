@@ -1,0 +1,153 @@
+"""Records in, predictions out: the one conversion path of ``/predict`` and ``modelcrate predict``.
+
+A :class:`Codec` is built once per model. It validates JSON bytes (or Python records read from a
+CSV/Parquet file) against the signature's record type, turns the records into the arrays the
+predictor takes (one NumPy conversion per request), and turns the predictor's arrays back into
+one JSON-ready prediction per record: the label, the probabilities keyed by class label, or the
+regression value. The server and the CLI call exactly these methods, so they answer alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from modelcrate.errors import InputError
+from modelcrate.serve.schema import PredictSchema, build_predict_schema
+
+if TYPE_CHECKING:
+    from modelcrate.crate.signature import Signature
+
+NUMPY_DTYPE: dict[str, Any] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+    "string": object,
+}
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+Record = dict[str, Any]
+
+
+class PredictionFailed(RuntimeError):
+    """The predictor raised or returned something that does not fit the signature.
+
+    ``client_error`` is True when the predictor refused the input itself (an ``InputError``):
+    the request was bad (422/400), not the server (500).
+    """
+
+    def __init__(self, message: str, *, client_error: bool = False) -> None:
+        super().__init__(message)
+        self.client_error = client_error
+
+
+class Codec:
+    """Validation and conversion for one signature; immutable after construction."""
+
+    def __init__(self, signature: Signature, model_name: str) -> None:
+        self.signature = signature
+        self.schema: PredictSchema = build_predict_schema(signature, model_name)
+        self._names = tuple(signature.feature_names)
+        self._dtypes = tuple(NUMPY_DTYPE[c.dtype] for c in signature.inputs)
+        self._outputs = tuple(signature.outputs)
+        self._classes = tuple(signature.classes) if signature.classes else None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def parse_json(self, body: bytes) -> tuple[list[Record], bool]:
+        """Validate a request body; returns the records and whether it was a single record.
+
+        Raises ``pydantic.ValidationError`` whose locations are ``(index, field)`` for a list
+        and ``(field,)`` for a single record.
+        """
+        if body.lstrip()[:1] == b"[":
+            return self.schema.many.validate_json(body), False
+        return [self.schema.one.validate_json(body)], True
+
+    def validate_records(self, records: Sequence[Mapping[str, Any]]) -> list[Record]:
+        """Validate already-decoded records (e.g. rows of a table) exactly like a JSON list."""
+        return self.schema.many.validate_python(records)  # type: ignore[no-any-return]
+
+    def to_inputs(self, records: Sequence[Record]) -> dict[str, np.ndarray]:
+        """Validated records -> the predictor's input arrays (one conversion per request)."""
+        sig = self.signature
+        names = self._names
+        if sig.tensor_input:
+            rows = [[r[n] for n in names] for r in records]
+            return {sig.tensor_name: np.array(rows, dtype=NUMPY_DTYPE[sig.tensor_dtype])}
+        return {
+            n: np.array([r[n] for r in records], dtype=dt)
+            for n, dt in zip(names, self._dtypes, strict=True)
+        }
+
+    def warmup_inputs(self) -> dict[str, np.ndarray]:
+        """One synthetic record (zeros, first known category): proves the model can predict."""
+        record: Record = {}
+        for col in self.signature.inputs:
+            if col.dtype == "string":
+                record[col.name] = col.categories[0] if col.categories else ""
+            elif col.dtype == "bool":
+                record[col.name] = False
+            else:
+                record[col.name] = 0
+        return self.to_inputs([record])
+
+    # -- responses -------------------------------------------------------------------------
+
+    def to_predictions(self, outputs: Mapping[str, np.ndarray], rows: int) -> list[Record]:
+        """Predictor outputs -> one dict per record, ready for ``orjson`` (NumPy scalars kept)."""
+        columns: list[tuple[str, list[Any]]] = []
+        for out in self._outputs:
+            arr = checked_output(outputs, out.name, rows)
+            if out.name == "probabilities" and self._classes is not None:
+                classes = self._classes
+                if arr.ndim != 2 or arr.shape[1] != len(classes):
+                    raise PredictionFailed(
+                        f"output 'probabilities' has shape {list(arr.shape)}; "
+                        f"expected [{rows}, {len(classes)}] for classes {list(classes)}"
+                    )
+                values: list[Any] = [dict(zip(classes, row, strict=True)) for row in arr]
+            elif out.dtype == "string" or arr.dtype.kind in "OUS":
+                values = [str(v) for v in arr.tolist()]
+            else:
+                values = list(arr)  # NumPy scalars (or rows): orjson writes them natively
+            columns.append((out.name, values))
+        return [{name: values[i] for name, values in columns} for i in range(rows)]
+
+    @staticmethod
+    def dumps(doc: object) -> bytes:
+        """The JSON bytes of a response: NumPy scalars and arrays serialised natively."""
+        return orjson.dumps(doc, option=JSON_OPTIONS)
+
+
+def checked_output(outputs: Mapping[str, np.ndarray], name: str, rows: int) -> np.ndarray:
+    """The predictor's array ``name``, checked to hold one entry per input row."""
+    try:
+        arr = np.asarray(outputs[name])
+    except KeyError:
+        raise PredictionFailed(
+            f"the predictor returned no output {name!r} (it returned {sorted(outputs)})"
+        ) from None
+    if arr.ndim == 0 or arr.shape[0] != rows:
+        raise PredictionFailed(
+            f"output {name!r} has shape {list(arr.shape)}; expected {rows} row(s) first"
+        )
+    return arr
+
+
+def predict_arrays(predictor: Any, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """Call the predictor; any failure becomes :class:`PredictionFailed` with the cause."""
+    try:
+        result = predictor.predict(inputs)
+    except InputError as exc:
+        raise PredictionFailed(exc.message, client_error=True) from exc
+    except Exception as exc:
+        raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(result, Mapping):
+        raise PredictionFailed(f"the predictor returned {type(result).__name__}, not a mapping")
+    return result

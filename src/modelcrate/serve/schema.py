@@ -1,0 +1,153 @@
+"""Request and response types of ``POST /predict``, generated from the model's signature.
+
+Built once per app: a record is a ``TypedDict`` whose keys are the signature's column names
+(any spelling, e.g. ``"sepal length (cm)"``) and whose values are typed by the column dtype;
+unknown keys are refused. Pydantic's validators compile once here; each request then costs one
+``validate_json`` call in Rust, and validation errors name the record index and the field.
+The JSON Schemas of the same types go into ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
+
+from modelcrate.crate.signature import Column, Output, Signature
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+# Types built at run time from the signature: valid for Pydantic, opaque to type checkers,
+# so the typing constructors are used through ``Any`` aliases.
+_typed_dict: Any = TypedDict
+_annotated: Any = Annotated
+_literal: Any = Literal
+_list: Any = list
+_union: Any = Union
+
+
+@dataclass(frozen=True)
+class PredictSchema:
+    """The compiled validators and the OpenAPI schemas of one model's ``/predict``."""
+
+    one: TypeAdapter[Any]  # a single record
+    many: TypeAdapter[Any]  # a non-empty list of records
+    request: dict[str, Any]  # requestBody schema (refs into ``components``)
+    response: dict[str, Any]  # 200 response schema
+    components: dict[str, Any]  # named schemas for ``components/schemas``
+    record_name: str
+    prediction_name: str
+
+
+def type_prefix(model_name: str) -> str:
+    """``"iris-v2.onnx"`` -> ``"IrisV2Onnx"``: a schema-name prefix from the crate name."""
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", model_name) if p]
+    prefix = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
+    return prefix if prefix[0].isalpha() else "Model" + prefix
+
+
+def _input_type(col: Column) -> Any:
+    if col.dtype in ("float32", "float64"):
+        return _annotated[
+            float | None,
+            Field(description=f"{col.dtype}; null means a missing value (NaN)", examples=[0.0]),
+        ]
+    if col.dtype in ("int32", "int64"):
+        lo, hi = INT32 if col.dtype == "int32" else INT64
+        return _annotated[int, Field(ge=lo, le=hi, description=col.dtype, examples=[0])]
+    if col.dtype == "bool":
+        return _annotated[bool, Field(description="bool", examples=[False])]
+    if col.categories:
+        shown = ", ".join(col.categories[:20]) + (", ..." if len(col.categories) > 20 else "")
+        return _annotated[
+            str,
+            Field(description=f"string; known categories: {shown}", examples=[col.categories[0]]),
+        ]
+    return _annotated[str, Field(description="string", examples=[""])]
+
+
+def _scalar(dtype: str) -> Any:
+    return {"string": str, "bool": bool, "int32": int, "int64": int}.get(dtype, float)
+
+
+def _output_type(out: Output, sig: Signature, prefix: str) -> Any:
+    if out.name == "probabilities" and sig.classes:
+        probs = _typed_dict(f"{prefix}Probabilities", {c: float for c in sig.classes})
+        probs.__pydantic_config__ = ConfigDict(title=f"{prefix}Probabilities")
+        return _annotated[probs, Field(description="probability of each class, by class label")]
+    if out.name == "label" and sig.classes:
+        return _annotated[
+            _literal[tuple(sig.classes)],
+            Field(description="the predicted class label"),
+        ]
+    base = _scalar(out.dtype)
+    if out.shape:
+        return _annotated[_list[base], Field(description=f"{out.dtype} {list(out.shape)}")]
+    return _annotated[base, Field(description=out.dtype)]
+
+
+def build_predict_schema(sig: Signature, model_name: str) -> PredictSchema:
+    """Compile the record validators and the request/response JSON Schemas for ``sig``."""
+    prefix = type_prefix(model_name)
+    record_name, prediction_name = f"{prefix}Record", f"{prefix}Prediction"
+
+    record = _typed_dict(record_name, {c.name: _input_type(c) for c in sig.inputs})
+    record.__pydantic_config__ = ConfigDict(extra="forbid", title=record_name)
+    prediction = _typed_dict(
+        prediction_name, {o.name: _output_type(o, sig, prefix) for o in sig.outputs}
+    )
+    prediction.__pydantic_config__ = ConfigDict(title=prediction_name)
+
+    one: TypeAdapter[Any] = TypeAdapter(record)
+    many: TypeAdapter[Any] = TypeAdapter(_annotated[_list[record], Field(min_length=1)])
+    request_t: TypeAdapter[Any] = TypeAdapter(
+        _annotated[
+            _union[record, _list[record]],
+            Field(description="one record, or a non-empty list of records"),
+        ]
+    )
+    response_t: TypeAdapter[Any] = TypeAdapter(
+        _annotated[
+            _union[prediction, _list[prediction]],
+            Field(description="one prediction per record; a list when the request was a list"),
+        ]
+    )
+    error_t: TypeAdapter[Any] = TypeAdapter(ValidationErrorBody)
+    schemas, defs = TypeAdapter.json_schemas(
+        [
+            ("request", "validation", request_t),
+            ("response", "serialization", response_t),
+            ("error", "serialization", error_t),
+        ],
+        ref_template=REF_TEMPLATE,
+    )
+    components = dict(defs.get("$defs", {}))
+    components["PredictValidationError"] = schemas[("error", "serialization")]
+    return PredictSchema(
+        one=one,
+        many=many,
+        request=schemas[("request", "validation")],
+        response=schemas[("response", "serialization")],
+        components=components,
+        record_name=record_name,
+        prediction_name=prediction_name,
+    )
+
+
+class ValidationErrorItem(TypedDict):
+    """One problem in a request, as FastAPI reports it: where, what, and the offending value."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(TypedDict):
+    """The 422 body: ``detail`` lists every problem found, each naming its field."""
+
+    detail: list[ValidationErrorItem]

@@ -1,0 +1,303 @@
+"""The Open Inference Protocol V2 (KServe / Triton) REST API, JSON tensors.
+
+The V2 model name is the crate's name; its one version is the crate version (clients may also
+use the bare hex digest or a prefix of it). A purely numeric model (``signature.tensor_input``)
+takes one ``[rows, features]`` tensor, as ONNX graphs and KServe expect, and also accepts one
+tensor per column; any other model takes one tensor per column, ``BYTES`` for strings. Tensor
+``data`` is row-major, flat or nested. Outputs are ``label`` (BYTES) and ``probabilities``
+(FP32 ``[rows, classes]``) for classifiers, ``prediction`` for regressors. Every error answers
+``{"error": "..."}`` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from modelcrate import __version__
+from modelcrate.crate.signature import V2_DATATYPE
+from modelcrate.serve.codec import JSON_OPTIONS, NUMPY_DTYPE, checked_output
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from modelcrate.serve.model import ModelInfo
+
+SERVER_NAME = "modelcrate"
+EXTENSIONS: list[str] = []  # binary tensors arrive with the serving-performance work
+
+
+class V2Error(Exception):
+    """A protocol error: answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # V2 datatype, e.g. "FP32"
+    dtype: str  # signature dtype, e.g. "float32"
+    width: int | None  # features per row for a 2-D tensor; None for a column tensor [rows]
+
+    def metadata(self) -> dict[str, Any]:
+        shape = [-1] if self.width is None else [-1, self.width]
+        return {"name": self.name, "datatype": self.datatype, "shape": shape}
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    outputs: tuple[str, ...]
+    id: str | None
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+
+class V2Codec:
+    """Parses infer requests into predictor inputs and writes infer responses, for one model."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        sig = info.signature
+        self.info = info
+        self.columns = tuple(
+            TensorSpec(c.name, V2_DATATYPE[c.dtype], c.dtype, None) for c in sig.inputs
+        )
+        self.tensor = (
+            TensorSpec(
+                sig.tensor_name, V2_DATATYPE[sig.tensor_dtype], sig.tensor_dtype, len(sig.inputs)
+            )
+            if sig.tensor_input
+            else None
+        )
+        self.output_names = tuple(o.name for o in sig.outputs)
+        self._outputs = {o.name: o for o in sig.outputs}
+        declared = (self.tensor,) if self.tensor is not None else self.columns
+        self.metadata: dict[str, Any] = {
+            "name": info.name,
+            "versions": [info.version],
+            "platform": info.platform,
+            "inputs": [t.metadata() for t in declared],
+            "outputs": [
+                {
+                    "name": o.name,
+                    "datatype": V2_DATATYPE[o.dtype],
+                    "shape": [-1, *o.shape],
+                }
+                for o in sig.outputs
+            ],
+        }
+
+    # -- model and version lookup ----------------------------------------------------------
+
+    def check_model(self, name: str, version: str | None) -> None:
+        info = self.info
+        if name != info.name:
+            raise V2Error(
+                404, f"model {name!r} is not served here; this server serves {info.name!r}"
+            )
+        if version is not None and not info.matches_version(version):
+            raise V2Error(
+                404,
+                f"model {name!r} has no version {version!r}; "
+                f"this server serves version {info.version!r}",
+            )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def parse_request(self, body: bytes) -> InferRequest:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise V2Error(400, f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise V2Error(400, "the request body must be a JSON object with an 'inputs' list")
+        raw = doc.get("inputs")
+        if not isinstance(raw, list) or not raw:
+            raise V2Error(400, "'inputs' must be a non-empty list of tensors")
+        tensors: dict[str, dict[str, Any]] = {}
+        for i, t in enumerate(raw):
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+                raise V2Error(400, f"inputs[{i}] must be an object with a string 'name'")
+            if t["name"] in tensors:
+                raise V2Error(400, f"input {t['name']!r} is given more than once")
+            tensors[t["name"]] = t
+
+        specs = self.columns
+        if self.tensor is not None and not (
+            self.tensor.name not in tensors and set(tensors) == {c.name for c in self.columns}
+        ):
+            specs = (self.tensor,)
+        self._check_names(tensors, specs)
+        arrays: dict[str, np.ndarray] = {}
+        rows = -1
+        for spec in specs:
+            arr = _tensor(tensors[spec.name], spec)
+            if rows not in (-1, arr.shape[0]):
+                raise V2Error(
+                    400, f"input {spec.name!r} has {arr.shape[0]} rows; other inputs have {rows}"
+                )
+            rows = arr.shape[0]
+            arrays[spec.name] = arr
+        if self.tensor is not None and specs is self.columns:  # columns given: stack them
+            np_dtype = NUMPY_DTYPE[self.tensor.dtype]
+            stacked = np.column_stack([arrays[c.name] for c in self.columns]).astype(np_dtype)
+            arrays = {self.tensor.name: stacked}
+
+        request_id = doc.get("id")
+        return InferRequest(
+            inputs=arrays,
+            rows=rows,
+            outputs=self._requested_outputs(doc.get("outputs")),
+            id=request_id if isinstance(request_id, str) else None,
+        )
+
+    def _check_names(self, tensors: dict[str, Any], specs: tuple[TensorSpec, ...]) -> None:
+        expected = [s.name for s in specs]
+        for name in tensors:
+            if name not in expected:
+                raise V2Error(
+                    400,
+                    f"unexpected input {name!r}; model {self.info.name!r} takes "
+                    + ", ".join(f"{s.name!r} ({s.datatype})" for s in specs),
+                )
+        for name in expected:
+            if name not in tensors:
+                raise V2Error(400, f"missing input {name!r} for model {self.info.name!r}")
+
+    def _requested_outputs(self, raw: object) -> tuple[str, ...]:
+        if raw is None:
+            return self.output_names
+        if not isinstance(raw, list):
+            raise V2Error(400, "'outputs' must be a list of objects with a 'name'")
+        names: list[str] = []
+        for i, o in enumerate(raw):
+            name = o.get("name") if isinstance(o, dict) else None
+            if not isinstance(name, str):
+                raise V2Error(400, f"outputs[{i}] must be an object with a string 'name'")
+            if name not in self._outputs:
+                raise V2Error(
+                    400,
+                    f"unknown output {name!r}; model {self.info.name!r} has "
+                    + ", ".join(repr(n) for n in self.output_names),
+                )
+            names.append(name)
+        return tuple(names) or self.output_names
+
+    # -- responses -------------------------------------------------------------------------
+
+    def response(self, outputs: Mapping[str, np.ndarray], request: InferRequest) -> bytes:
+        tensors = []
+        for name in request.outputs:
+            out = self._outputs[name]
+            arr = checked_output(outputs, name, request.rows)
+            datatype = V2_DATATYPE[out.dtype]
+            data: Any
+            if datatype == "BYTES":
+                data = [str(v) for v in arr.reshape(-1).tolist()]
+            else:
+                data = np.ascontiguousarray(arr, dtype=NUMPY_DTYPE[out.dtype]).reshape(-1)
+            tensors.append(
+                {"name": name, "datatype": datatype, "shape": list(arr.shape), "data": data}
+            )
+        doc: dict[str, Any] = {"model_name": self.info.name, "model_version": self.info.version}
+        if request.id is not None:
+            doc["id"] = request.id
+        doc["outputs"] = tensors
+        return orjson.dumps(doc, option=JSON_OPTIONS)
+
+
+def _tensor(t: dict[str, Any], spec: TensorSpec) -> np.ndarray:
+    """One JSON tensor -> an array of shape [rows] (column) or [rows, width], checked."""
+    name = spec.name
+    datatype = t.get("datatype")
+    if datatype != spec.datatype:
+        raise V2Error(
+            400, f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype}"
+        )
+    shape = t.get("shape")
+    if not (
+        isinstance(shape, list)
+        and shape
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise V2Error(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
+    want = "[rows]" if spec.width is None else f"[rows, {spec.width}]"
+    if spec.width is None:
+        ok = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    else:
+        ok = len(shape) == 2 and shape[1] == spec.width
+    if not ok:
+        raise V2Error(400, f"input {name!r} has shape {shape}; the model expects {want}")
+    rows = shape[0]
+    if rows == 0:
+        raise V2Error(400, f"input {name!r} has no rows; send at least one")
+    data = t.get("data")
+    if data is None:
+        params = t.get("parameters")
+        if isinstance(params, dict) and "binary_data_size" in params:
+            raise V2Error(
+                400,
+                f"input {name!r} uses the binary tensor extension, which this server does not "
+                "support yet; send JSON 'data' (tritonclient: binary_data=False)",
+            )
+        raise V2Error(400, f"input {name!r} has no 'data'")
+    if not isinstance(data, list):
+        raise V2Error(400, f"input {name!r}: 'data' must be a list")
+    arr = _to_array(data, spec)
+    expected = math.prod(shape)
+    if arr.size != expected:
+        raise V2Error(400, f"input {name!r} has {arr.size} values; shape {shape} needs {expected}")
+    return arr.reshape((rows,) if spec.width is None else (rows, spec.width))
+
+
+def _to_array(data: list[Any], spec: TensorSpec) -> np.ndarray:
+    name, datatype = spec.name, spec.datatype
+    if datatype == "BYTES":
+        flat = _flatten(data)
+        if not all(isinstance(v, str) for v in flat):
+            raise V2Error(400, f"input {name!r} (BYTES) must hold strings")
+        return np.array(flat, dtype=object)
+    try:
+        loose = np.asarray(data)
+    except ValueError:
+        raise V2Error(400, f"input {name!r}: nested 'data' must be rectangular") from None
+    kind = loose.dtype.kind
+    allowed = {"BOOL": "b", "INT32": "iu", "INT64": "iu"}.get(datatype, "iuf")
+    if kind == "O" and datatype.startswith("FP"):  # JSON null (a missing value) among numbers
+        ok = all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in loose.flat
+        )
+    else:
+        ok = not loose.size or kind in allowed
+    if not ok:
+        raise V2Error(400, f"input {name!r} ({datatype}) holds values of the wrong type")
+    target = NUMPY_DTYPE[spec.dtype]
+    if kind in "iu" and loose.size and np.issubdtype(target, np.integer):
+        bounds = np.iinfo(target)
+        if loose.min() < bounds.min or loose.max() > bounds.max:
+            raise V2Error(400, f"input {name!r} ({datatype}) holds invalid values: out of range")
+    try:
+        return np.asarray(loose, dtype=target)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise V2Error(400, f"input {name!r} ({datatype}) holds invalid values: {exc}") from None
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if not any(isinstance(v, list) for v in data):
+        return data
+    flat: list[Any] = []
+    for v in data:
+        flat.extend(_flatten(v) if isinstance(v, list) else [v])
+    return flat

@@ -21,6 +21,7 @@ def test_top_level_all() -> None:
         "ScanReport",
         "Severity",
         "__version__",
+        "build",
         "load_policy",
         "scan",
     }
@@ -31,6 +32,12 @@ def test_scan_package_all() -> None:
     for name in scan_pkg.__all__:
         assert getattr(scan_pkg, name) is not None
     assert modelcrate.scan is scan_pkg.scan
+
+
+def test_build_is_lazy() -> None:
+    from modelcrate.crate.build import build
+
+    assert modelcrate.build is build
 
 
 def test_import_is_light() -> None:

@@ -233,3 +233,14 @@ def test_import_into_an_unwritable_store(exported: tuple[Store, Path], tmp_path:
     with pytest.raises(StoreError, match="not a folder"):
         import_crate(Store(blocker / "store"), out)
     assert blocker.read_text() == "a file"
+
+
+def test_golden_export_bytes(tmp_path: Path) -> None:
+    """Fixed crate content -> fixed tar bytes (plain tar: no compressor version involved)."""
+    s = Store(tmp_path / "s")
+    committed = hand_crate(s, "golden", b"golden model bytes")
+    assert committed.record.version == (
+        "sha256:71d33ae4455b6df2d03b7db50f3241f25d8656a9d7a864b1e60fe11c3d5e3182"
+    )
+    exported = export_crate(s, "golden", tmp_path / "g.tar")
+    assert exported.sha256 == "ec5f6d417409bf134c21fac62c9fa314cbb50a53a2e072af3acd34649dbf9bfa"

@@ -87,3 +87,9 @@ def test_real_lock_is_pinned_and_hashed() -> None:
 def test_uv_binary_is_found() -> None:
     cmd = lockfile._uv_command()
     assert subprocess.run([*cmd, "--version"], capture_output=True, check=True).stdout
+
+
+def test_golden_request_key() -> None:
+    req = LockRequest(("numpy==2.0.0",), ("h11==0.16.0",), "3.11")
+    assert req.key() == "a73b5c53fb0e8a1578ec060051a124c231476583af95d3eb1b14aae35b5394cb"
+    assert lockfile._header(req).startswith(b"# requirements.lock: the runtime dependencies")

@@ -60,8 +60,10 @@ def test_xgboost_sklearn_wrappers_convert_to_onnx(
         y = (cls > 0).astype(int) if task == "binary" else cls
         model = xgb.XGBClassifier(n_estimators=6, max_depth=3, n_jobs=1).fit(frame, y)
     c = convert(model, "xgboost", source_path=SRC, sample=None, signature=None)
-    assert c.flavor == "xgboost" and c.runtime == "onnxruntime"
-    assert c.signature.feature_names == ["a", "b", "c", "d"] and c.signature.tensor_input
+    assert c.flavor == "xgboost"
+    assert c.runtime == "onnxruntime"
+    assert c.signature.feature_names == ["a", "b", "c", "d"]
+    assert c.signature.tensor_input
     assert c.parity.max_abs_diff <= ONNX_TOLERANCE
     _check(c, model, _fresh())
     again = convert(model, "xgboost", source_path=SRC, sample=None, signature=None)
@@ -95,11 +97,12 @@ def test_xgboost_softmax_objective_is_served_natively(
         num_boost_round=4,
     )
     c = convert(booster, "xgboost", source_path=SRC, sample=None, signature=None)
-    assert c.runtime == "xgboost" and c.artifacts[0].format == "xgboost-json"
+    assert c.runtime == "xgboost"
+    assert c.artifacts[0].format == "xgboost-json"
     assert c.parity.max_abs_diff <= NATIVE_TOLERANCE
     assert "kept xgboost-json because" in c.parity.details
     out = _served(c, _fresh())
-    labels = booster.predict(xgb.DMatrix(_fresh()))
+    labels = booster.predict(xgb.DMatrix(pd.DataFrame(_fresh(), columns=list("abcd"))))
     assert list(out["label"]) == [str(int(v)) for v in labels]
 
 
@@ -114,7 +117,8 @@ def test_lightgbm_sklearn_wrappers_convert_to_onnx(
         y = np.array(["low", "mid", "high"])[cls]
         model = lgb.LGBMClassifier(n_estimators=6, verbose=-1, n_jobs=1).fit(frame, y)
     c = convert(model, "lightgbm", source_path=SRC, sample=None, signature=None)
-    assert c.runtime == "onnxruntime" and c.flavor == "lightgbm"
+    assert c.runtime == "onnxruntime"
+    assert c.flavor == "lightgbm"
     if labels == "strings":
         assert c.signature.classes == ("high", "low", "mid")
     _check(c, model, _fresh())
@@ -127,7 +131,8 @@ def test_lightgbm_bool_labels_fall_back_to_native_text(
     _, cls, _ = numeric
     model = lgb.LGBMClassifier(n_estimators=6, verbose=-1, n_jobs=1).fit(frame, cls > 0)
     c = convert(model, "lightgbm", source_path=SRC, sample=None, signature=None)
-    assert c.runtime == "lightgbm" and c.artifacts[0].path == "model/model.txt"
+    assert c.runtime == "lightgbm"
+    assert c.artifacts[0].path == "model/model.txt"
     assert c.signature.classes == ("False", "True")
     assert c.parity.max_abs_diff <= NATIVE_TOLERANCE
     _check(c, model, _fresh())
@@ -142,8 +147,12 @@ def test_native_lightgbm_text_booster(
     model.booster_.save_model(path)
     booster = load_model(path, "lightgbm", "lightgbm-text")
     c = convert(booster, "lightgbm", source_path=path, sample=None, signature=None)
-    assert c.signature.task == "regression" and c.signature.feature_names == list("abcd")
+    assert c.signature.task == "regression"
+    assert c.signature.feature_names == list("abcd")
     assert c.parity.passed
     np.testing.assert_allclose(
-        _served(c, _fresh())["prediction"], model.predict(_fresh()), rtol=1e-5, atol=1e-4
+        _served(c, _fresh())["prediction"],
+        model.predict(pd.DataFrame(_fresh(), columns=list("abcd"))),
+        rtol=1e-5,
+        atol=1e-4,
     )

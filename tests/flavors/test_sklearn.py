@@ -49,8 +49,10 @@ def _check_numeric(model: Any, x: np.ndarray) -> Converted:
     c = _convert(model)
     assert c.runtime == "onnxruntime"
     assert c.artifacts[0].path == "model/model.onnx"
-    assert c.signature.tensor_input and c.signature.tensor_name == "input"
-    assert c.parity.passed and c.parity.rows == 200
+    assert c.signature.tensor_input
+    assert c.signature.tensor_name == "input"
+    assert c.parity.passed
+    assert c.parity.rows == 200
     fresh = np.random.default_rng(11).normal(size=(64, x.shape[1])).astype(np.float32)
     out = _served(c, {"input": fresh})
     x64 = fresh.astype(np.float64)
@@ -134,7 +136,8 @@ def test_column_transformer_with_strings_imputer_and_onehot(
     ]
     assert sig.inputs[2].categories == ("lille", "lyon", "nice", "paris")
     assert sig.classes == ("churn", "stay")
-    assert c.parity.passed and c.parity.label_agreement == 1.0
+    assert c.parity.passed
+    assert c.parity.label_agreement == 1.0
     # fresh rows with an unseen city and missing ages: served == original
     fresh = pd.DataFrame(
         {"age": [np.nan, 20.0, 61.5], "income": [1e4, 3e4, 5e4], "city": ["paris", "rome", "nice"]}
@@ -149,7 +152,11 @@ def test_user_sample_drives_parity(mixed: tuple[pd.DataFrame, np.ndarray]) -> No
     ct = ColumnTransformer(
         [
             ("num", SimpleImputer(), make_column_selector(dtype_include="number")),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), make_column_selector(dtype_include=object)),
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_include=object),
+            ),
         ]
     )
     model = make_pipeline(ct, RandomForestClassifier(n_estimators=5, random_state=0)).fit(df, y)
@@ -186,7 +193,8 @@ def test_pipeline_with_xgboost_final_step(mixed: tuple[pd.DataFrame, np.ndarray]
     model = Pipeline([("ct", ct), ("m", xgb.XGBClassifier(n_estimators=5, max_depth=3))])
     model.fit(df, (y == "churn").astype(int))
     c = _convert(model)
-    assert c.runtime == "onnxruntime" and c.parity.passed
+    assert c.runtime == "onnxruntime"
+    assert c.parity.passed
     assert "onnxmltools" in c.converters
 
 
@@ -214,3 +222,27 @@ def test_conversion_is_deterministic_across_loads(
         assert first.artifacts[0].data == second.artifacts[0].data
         assert first.signature == second.signature
         assert first.parity == second.parity
+
+
+def test_missing_values_the_graph_cannot_reproduce_are_refused(
+    numeric: tuple[np.ndarray, ...],
+) -> None:
+    """skl2onnx routes NaN differently from scikit-learn's trees: the crate says so and the
+    runtime refuses NaN rather than answer differently from the original."""
+    from modelcrate.runtime import PredictionInputError
+
+    x, cls, _ = numeric
+    model = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(x, cls)
+    c = _convert(model)
+    assert c.runtime == "onnxruntime"
+    assert c.signature.extra["missing_values"] == "reject"
+    assert "rejects them" in c.parity.details
+    rows = x[:3].astype(np.float32)
+    rows[1, 2] = np.nan
+    with pytest.raises(PredictionInputError, match=r"missing values .* \['f2'\]"):
+        _served(c, {"input": rows})
+    # a pipeline with an imputer is checked with missing values in the parity rows
+    imputed = make_pipeline(SimpleImputer(), LogisticRegression()).fit(x, cls)
+    ci = _convert(imputed)
+    assert "missing_values" not in ci.signature.extra
+    assert not np.isnan(_served(ci, {"input": rows})["probabilities"]).any()

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
     from modelcrate.crate.build import BuiltCrate
     from modelcrate.crate.manifest import Manifest
@@ -69,6 +70,8 @@ def _store(path: Path | None) -> Store:
 
 def _out() -> Console:
     """Results on stdout; piped output is not cut at 80 columns (digests and paths are long)."""
+    from rich.console import Console
+
     return Console(
         file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240
     )
@@ -109,6 +112,8 @@ def build_cmd(
     from modelcrate.scan import load_policy
 
     pol = load_policy(policy) if policy is not None else None
+    from rich.console import Console
+
     err = Console(stderr=True, highlight=False)
     try:
         with _progress(err) as progress:
@@ -157,6 +162,8 @@ def list_cmd(
     if not records:
         out.print("no crates in the store (build one with 'modelcrate build MODEL')")
         return
+    from rich.table import Table
+
     table = Table(box=None, padding=(0, 2))
     for col in ("NAME", "VERSION", "CREATED", "FLAVOR", "SIZE"):
         table.add_column(col, no_wrap=True, justify="right" if col == "SIZE" else "left")
@@ -235,6 +242,7 @@ def import_cmd(
 def _progress(console: Console) -> Iterator[Callable[[str], None]]:
     """One line per build step: a spinner while it runs, a tick and its seconds when done."""
     from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+    from rich.text import Text
 
     class Seconds(ProgressColumn):
         def render(self, task: Task) -> Text:
@@ -265,6 +273,8 @@ def _progress(console: Console) -> Iterator[Callable[[str], None]]:
 
 
 def _render_built(built: BuiltCrate, out: Console) -> None:
+    from rich.text import Text
+
     m = built.manifest
     status = "already in the store" if built.existed else "built"
     out.print(Text.assemble((f"{status}: ", "bold"), (built.ref, "bold green")))
@@ -280,6 +290,8 @@ def _render_built(built: BuiltCrate, out: Console) -> None:
 
 
 def _render_manifest(m: Manifest, path: Path, out: Console) -> None:
+    from rich.text import Text
+
     out.print(Text.assemble((f"{m.name}:{m.short_version}", "bold")))
     table = _kv_table()
     table.add_row("version", m.version)
@@ -301,6 +313,8 @@ def _render_manifest(m: Manifest, path: Path, out: Console) -> None:
 
 
 def _kv_table() -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column(overflow="fold")

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from modelcrate.crate.errors import CorruptModel, ScanFailed
+from modelcrate.crate.inputs import (
+    crate_name_for,
+    read_sample,
+    read_signature,
+    read_source,
+)
 from modelcrate.crate.layout import (
     LOCK_FILE,
     SCAN_FILE,
@@ -35,7 +39,6 @@ from modelcrate.crate.layout import (
 from modelcrate.crate.lockfile import check_python, lock_request, resolve_lock
 from modelcrate.crate.manifest import (
     MANIFEST_NAME,
-    NAME_RE,
     ArtifactEntry,
     Manifest,
     ParitySummary,
@@ -113,11 +116,14 @@ def build(
     timer = _Timer(progress)
 
     timer.step("scan")
-    data = _read_source(src)
+    data = read_source(src)
     threshold = min(policy.fail_on, Severity.HIGH) if policy is not None else Severity.HIGH
-    with tempfile.TemporaryDirectory(prefix="modelcrate-build-") as work:
-        copy = Path(work) / src.name
-        copy.write_bytes(data)
+    with _private_dir() as work:
+        copy = work / src.name
+        try:
+            copy.write_bytes(data)
+        except OSError as exc:
+            raise _temp_error(exc) from exc
         file_report = scan_file(copy, policy=policy)
         report = ScanReport(files=[relocated(file_report, str(src))])
         if report.failed(threshold):
@@ -213,73 +219,6 @@ def _refuse(report: ScanReport, threshold: Severity, src: Path) -> NoReturn:
     )
 
 
-def crate_name_for(src: Path, name: str | None) -> str:
-    """The given name (validated), or one derived from the file name."""
-    if name is not None:
-        if not NAME_RE.match(name):
-            raise InputError(
-                f"invalid crate name {name!r}",
-                hint="use lowercase letters, digits, '.', '_' or '-', starting with a letter "
-                "or digit (at most 128 characters)",
-            )
-        return name
-    stem = src.name.split(".")[0] if not src.name.startswith(".") else src.stem
-    derived = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).lstrip("._-")[:128]
-    return derived or "model"
-
-
-def read_sample(path: Path) -> Any:
-    """A pandas DataFrame of sample rows from CSV or Parquet."""
-    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
-
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise InputError(
-            "unsupported sample file type", path=str(path), hint="pass a .csv or .parquet file"
-        )
-    if not path.is_file():
-        raise InputError("sample file not found", path=str(path), hint="check the path")
-    try:
-        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # pandas/pyarrow raise many types for a bad file
-        raise InputError(
-            f"cannot read the sample file: {exc}",
-            path=str(path),
-            hint="pass a CSV with a header row, or a Parquet file, holding the model's features",
-        ) from exc
-    if len(df) == 0:
-        raise InputError(
-            "the sample file has no rows", path=str(path), hint="add a few representative rows"
-        )
-    return df
-
-
-def read_signature(path: Path) -> Signature:
-    """A signature from a JSON or YAML file (the format of a crate's signature.json)."""
-    import yaml  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the signature file: {exc.strerror or exc}",
-            path=str(path),
-            hint="check the path",
-        ) from exc
-    try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        if not isinstance(raw, dict):
-            raise TypeError("the document must be a mapping")
-        return Signature.from_dict(raw)
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise InputError(
-            f"invalid signature file: {exc}",
-            path=str(path),
-            hint="write it like the signature.json of a built crate: task, inputs [{name, "
-            "dtype}], outputs [{name, dtype, shape}], classes",
-        ) from exc
-
-
 def _check_signature(sig: Signature, user: Signature | None, where: Path) -> None:
     """The serving contract: a classifier outputs ``label`` (and maybe ``probabilities``) and
     names its classes; a regressor outputs ``prediction``."""
@@ -359,25 +298,23 @@ def _manifest(
     return draft.with_version()
 
 
-def _read_source(src: Path) -> bytes:
-    if src.is_dir():
-        raise InputError(
-            "expected a model file, got a folder",
-            path=str(src),
-            hint="pass the model file itself (.pkl, .joblib, .onnx, .json, .ubj, .txt)",
-        )
+@contextlib.contextmanager
+def _private_dir() -> Iterator[Path]:
+    """A private temp folder for the one copy of the model the build reads."""
     try:
-        return src.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(
-            "model file not found", path=str(src), hint="check the path and try again"
-        ) from exc
+        tmp = tempfile.TemporaryDirectory(prefix="modelcrate-build-")
     except OSError as exc:
-        raise InputError(
-            f"cannot read the model file: {exc.strerror or exc}",
-            path=str(src),
-            hint="check the file's permissions",
-        ) from exc
+        raise _temp_error(exc) from exc
+    with tmp as work:
+        yield Path(work)
+
+
+def _temp_error(exc: OSError) -> InputError:
+    return InputError(
+        f"cannot stage the model in the temp folder: {exc.strerror or exc}",
+        path=tempfile.gettempdir(),
+        hint="free some space there, or point TMPDIR at a folder with room",
+    )
 
 
 @contextlib.contextmanager

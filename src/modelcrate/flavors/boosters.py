@@ -8,8 +8,9 @@ recorded in the parity details.
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +22,7 @@ from modelcrate.flavors.base import TARGET_OPSET, Artifact, Converted, ParityErr
 from modelcrate.flavors.onnx_graph import finalize
 from modelcrate.flavors.parity import NATIVE_TOLERANCE, ONNX_TOLERANCE, SampleRows, compare
 from modelcrate.runtime import predictor_from_bytes
-from modelcrate.runtime.onnx_runtime import OUTPUT_KEY
+from modelcrate.runtime.onnx_runtime import LABEL_MAP_KEY, OUTPUT_KEY
 
 __all__ = ["NativeArtifact", "convert_booster", "onnx_signature"]
 
@@ -92,9 +93,19 @@ def convert_booster(
     )
 
 
-def onnx_signature(sig: Signature, graph_outputs: list[str]) -> Signature:
-    """Map the contract outputs onto a converter's graph outputs (label, probabilities|variable)."""
+def onnx_signature(
+    sig: Signature, graph_outputs: list[str], classes: Sequence[object] | None = None
+) -> Signature:
+    """Map the contract outputs onto a converter's graph outputs (label, probabilities|variable).
+
+    ``classes`` (the model's native class values) lets the runtime map labels that the graph
+    emits differently (bool -> 0/1, 2.0 -> 2) back to the signature's class labels.
+    """
     extra = dict(sig.extra)
+    if classes is not None and sig.classes is not None:
+        emitted = [_emitted(c) for c in classes]
+        if emitted != list(sig.classes):
+            extra[LABEL_MAP_KEY] = json.dumps(dict(zip(emitted, sig.classes, strict=True)))
     if sig.task == "classification":
         extra[OUTPUT_KEY + "label"] = graph_outputs[0]
         if len(graph_outputs) > 1:
@@ -102,3 +113,12 @@ def onnx_signature(sig: Signature, graph_outputs: list[str]) -> Signature:
     else:
         extra[OUTPUT_KEY + "prediction"] = graph_outputs[0]
     return replace(sig, extra=extra)
+
+
+def _emitted(value: object) -> str:
+    """The label an ONNX classifier emits for a class value (skl2onnx casts bool/float)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)

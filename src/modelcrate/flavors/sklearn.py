@@ -12,15 +12,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelcrate.crate.signature import Signature
 from modelcrate.errors import InputError
-from modelcrate.flavors.base import ML_OPSET, TARGET_OPSET, Converted, versions
+from modelcrate.flavors.base import (
+    ML_OPSET,
+    TARGET_OPSET,
+    Artifact,
+    Converted,
+    ParityError,
+    UnsupportedModelError,
+    versions,
+)
 from modelcrate.flavors.boosters import onnx_signature
 from modelcrate.flavors.infer import apply_override, ct_columns, sklearn_signature
+from modelcrate.flavors.missing import has_imputer, nan_native, probe_missing
 from modelcrate.flavors.onnx_graph import finalize, prepend_split
 from modelcrate.flavors.parity import (
     NATIVE_TOLERANCE,
@@ -37,13 +47,16 @@ if TYPE_CHECKING:
 
 __all__ = ["convert_sklearn_model", "reference_outputs", "walk"]
 
-_IMPUTERS = ("SimpleImputer", "KNNImputer", "IterativeImputer", "MissingIndicator")
-
 
 def convert_sklearn_model(
     model: Any, *, source_path: str, sample: pd.DataFrame | None, signature: Signature | None
 ) -> Converted:
-    """Convert, derive the signature and check parity (see the module docstring)."""
+    """Convert, derive the signature and check parity (see the module docstring).
+
+    ONNX first; when skl2onnx cannot convert the estimator, or its graph fails parity (e.g.
+    HistGradientBoosting with missing values), the skops fallback is tried; if that is refused
+    too, the converter's error (or the ONNX parity error) is raised.
+    """
     if not callable(getattr(model, "predict", None)):
         raise InputError(
             f"the file holds a {type(model).__module__}.{type(model).__name__}, not a fitted "
@@ -52,40 +65,84 @@ def convert_sklearn_model(
             hint="save the fitted estimator or pipeline itself",
         )
     sig = apply_override(sklearn_signature(model, sample), signature, path=source_path)
+    rows, reference = _parity_rows(model, sig, sample, path=source_path)
     try:
-        data, sig = to_onnx(model, sig, path=source_path)
+        data, onnx_sig = to_onnx(model, sig, path=source_path)
     except InputError:
         raise
     except Exception as exc:  # converters raise anything from RuntimeError to NameError
-        from modelcrate.flavors.skops_fallback import skops_artifact
-
         reason = f"skl2onnx: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        data, sig = skops_artifact(model, sig, path=source_path, reason=reason)
-        runtime, fmt, opset, tol = "skops", "skops", None, NATIVE_TOLERANCE
-        converters = versions("skops", "scikit-learn")
-    else:
-        runtime, fmt, opset, tol = "onnxruntime", "onnx", TARGET_OPSET, ONNX_TOLERANCE
-        converters = versions("skl2onnx", "onnx", "scikit-learn")
-        if any(_is_booster(e) for e in walk(model)):
-            converters |= versions("onnxmltools", "xgboost", "lightgbm")
-    rows = sample_rows(
-        sig, sample, ranges=feature_ranges(model, sig.feature_names), missing=any(
-            type(e).__name__ in _IMPUTERS for e in walk(model)
-        ),
-    )  # fmt: skip
-    reference = reference_outputs(model, rows, sig, path=source_path)
-    got = predictor_from_bytes(data, runtime, sig, path=source_path).predict(rows.inputs())
-    parity = compare(sig, reference, got, rows, tolerance=tol, path=source_path)
-    from modelcrate.flavors.base import Artifact
-
+        return _skops(model, sig, rows, reference, path=source_path, reason=reason)
+    got = predictor_from_bytes(data, "onnxruntime", onnx_sig, path=source_path).predict(
+        rows.inputs()
+    )
+    try:
+        parity = compare(onnx_sig, reference, got, rows, tolerance=ONNX_TOLERANCE, path=source_path)
+    except ParityError as exc:
+        reason = f"the ONNX graph failed parity ({exc.parity.details.splitlines()[0]})"
+        try:
+            return _skops(model, sig, rows, reference, path=source_path, reason=reason)
+        except (ParityError, UnsupportedModelError):
+            raise exc from None
+    no_nan = sample is None or not sample.isna().to_numpy().any()
+    if no_nan and not has_imputer(walk(model)) and nan_native(walk(model)):
+        onnx_sig, parity = probe_missing(
+            model, onnx_sig, data, parity,
+            ranges=feature_ranges(model, sig.feature_names), path=source_path,
+        )  # fmt: skip
+    converters = versions("skl2onnx", "onnx", "scikit-learn")
+    if any(_is_booster(e) for e in walk(model)):
+        converters |= versions("onnxmltools", "xgboost", "lightgbm")
     return Converted(
         flavor="sklearn",
-        artifacts=(Artifact(f"model/model.{fmt}", data, fmt),),
-        signature=sig,
-        runtime=runtime,
-        opset=opset,
+        artifacts=(Artifact("model/model.onnx", data, "onnx"),),
+        signature=onnx_sig,
+        runtime="onnxruntime",
+        opset=TARGET_OPSET,
         parity=parity,
         converters=converters,
+    )
+
+
+def _parity_rows(
+    model: Any, sig: Signature, sample: pd.DataFrame | None, *, path: str
+) -> tuple[SampleRows, dict[str, np.ndarray]]:
+    """Parity rows and the original's outputs on them. Synthesized rows get missing values
+    when the model has an imputer, unless it then fails (a column without imputer)."""
+    ranges = feature_ranges(model, sig.feature_names)
+    if sample is None and has_imputer(walk(model)):
+        rows = sample_rows(sig, None, ranges=ranges, missing=True)
+        try:
+            return rows, reference_outputs(model, rows, sig, path=path)
+        except InputError:
+            pass  # some column is not imputed: synthesize without missing values
+    rows = sample_rows(sig, sample, ranges=ranges)
+    return rows, reference_outputs(model, rows, sig, path=path)
+
+
+def _skops(
+    model: Any,
+    sig: Signature,
+    rows: SampleRows,
+    reference: dict[str, np.ndarray],
+    *,
+    path: str,
+    reason: str,
+) -> Converted:
+    from modelcrate.flavors.skops_fallback import skops_artifact
+
+    data, skops_sig = skops_artifact(model, sig, path=path, reason=reason)
+    got = predictor_from_bytes(data, "skops", skops_sig, path=path).predict(rows.inputs())
+    parity = compare(skops_sig, reference, got, rows, tolerance=NATIVE_TOLERANCE, path=path)
+    parity = replace(parity, details=f"{parity.details}; kept skops because {reason}")
+    return Converted(
+        flavor="sklearn",
+        artifacts=(Artifact("model/model.skops", data, "skops"),),
+        signature=skops_sig,
+        runtime="skops",
+        opset=None,
+        parity=parity,
+        converters=versions("skops", "scikit-learn"),
     )
 
 
@@ -116,7 +173,10 @@ def to_onnx(model: Any, sig: Signature, *, path: str) -> tuple[bytes, Signature]
         )
     if per_column and sig.tensor_input:
         prepend_split(onx, sig.feature_names, sig.tensor_name)
-    mapped = onnx_signature(sig, [o.name for o in onx.graph.output])
+    classes = getattr(final_estimator(model), "classes_", None)
+    mapped = onnx_signature(
+        sig, [o.name for o in onx.graph.output], list(classes) if classes is not None else None
+    )
     return finalize(onx, path=path), mapped
 
 

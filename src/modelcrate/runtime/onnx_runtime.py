@@ -7,6 +7,7 @@ without a mapping is read from the graph output of the same name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,14 @@ from modelcrate.errors import InputError
 from modelcrate.runtime.inputs import PredictionInputError, as_matrix, numeric_column, string_column
 from modelcrate.runtime.outputs import labels_from_values, prediction, probabilities
 
-__all__ = ["OUTPUT_KEY", "OnnxPredictor"]
+__all__ = ["LABEL_MAP_KEY", "MISSING_KEY", "OUTPUT_KEY", "OnnxPredictor"]
 
 OUTPUT_KEY = "onnx_output."
+# JSON {emitted label: class label} when the graph's labels are not the class labels as
+# written (scikit-learn bool classes come out of skl2onnx as 0/1)
+LABEL_MAP_KEY = "onnx_label_map"
+# "reject" when the graph does not reproduce the original model's handling of NaN
+MISSING_KEY = "missing_values"
 _NUMPY_TYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
     "tensor(double)": np.float64,
@@ -66,6 +72,8 @@ class OnnxPredictor:
             for c in signature.inputs
             if not signature.tensor_input
         ]  # fmt: skip
+        self._reject_nan = signature.extra.get(MISSING_KEY) == "reject"
+        self._label_map: dict[str, str] = json.loads(signature.extra.get(LABEL_MAP_KEY, "{}"))
         self._outputs = [o.name for o in signature.outputs]
         self._fetch = [signature.extra.get(OUTPUT_KEY + n, n) for n in self._outputs]
         absent = [f for f in self._fetch if f not in graph_outputs]
@@ -87,7 +95,11 @@ class OnnxPredictor:
         result: dict[str, np.ndarray] = {}
         for name, value in zip(self._outputs, raw, strict=True):
             if name == "label":
-                result[name] = labels_from_values(value)
+                labels = labels_from_values(value)
+                if self._label_map:
+                    lut = self._label_map
+                    labels = np.array([lut.get(v, v) for v in labels], dtype=object)
+                result[name] = labels
             elif name == "probabilities":
                 result[name] = probabilities(value, sig)
             elif name == "prediction":
@@ -100,6 +112,9 @@ class OnnxPredictor:
         sig = self.signature
         if sig.tensor_input:
             matrix = as_matrix(inputs, sig)
+            if self._reject_nan and np.isnan(matrix).any():
+                bad = [sig.inputs[j].name for j in np.flatnonzero(np.isnan(matrix).any(axis=0))]
+                raise _missing(bad)
             if self._tensor_type is not np.float32:
                 matrix = matrix.astype(self._tensor_type)
             return {sig.tensor_name: matrix}
@@ -107,6 +122,8 @@ class OnnxPredictor:
         rows: int | None = None
         for name, is_string, dtype, rank in self._columns:
             col = string_column(inputs, name) if is_string else numeric_column(inputs, name)
+            if self._reject_nan and not is_string and np.isnan(col).any():
+                raise _missing([name])
             if dtype is not np.float32 and not is_string:
                 col = col.astype(dtype)
             if rows is None:
@@ -125,4 +142,11 @@ def _mismatch(path: str, want: str, graph_inputs: dict[str, Any]) -> InputError:
         f"the signature expects {want}, but the ONNX graph takes: {have}",
         path=path,
         hint="fix the signature so that its inputs name the graph's inputs",
+    )
+
+
+def _missing(columns: list[str]) -> PredictionInputError:
+    return PredictionInputError(
+        f"missing values (NaN/null) in {columns}: this model's ONNX graph does not reproduce "
+        "the original's handling of missing values, so it does not accept them"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import time
@@ -112,7 +111,11 @@ def scan_file(
         )
         try:
             fmt = _scan_guarded(ctx, data, loc)
-            digest = hashlib.sha256(data).hexdigest() if compute_hash else None
+            digest = None
+            if compute_hash:
+                import hashlib
+
+                digest = hashlib.sha256(data).hexdigest()
         finally:
             if isinstance(data, mmap.mmap):
                 data.close()

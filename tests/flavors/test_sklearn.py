@@ -246,3 +246,25 @@ def test_missing_values_the_graph_cannot_reproduce_are_refused(
     ci = _convert(imputed)
     assert "missing_values" not in ci.signature.extra
     assert not np.isnan(_served(ci, {"input": rows})["probabilities"]).any()
+
+
+def test_column_names_that_onnx_sanitises(mixed: tuple[pd.DataFrame, np.ndarray]) -> None:
+    """skl2onnx renames inputs such as 'age (years)'; the crate keeps the user's names."""
+    df, y = mixed
+    frame = df.rename(columns={"age": "age (years)", "city": "home city"}).fillna(30.0)
+    ct = ColumnTransformer(
+        [
+            ("n", StandardScaler(), ["age (years)", "income"]),
+            ("c", OneHotEncoder(handle_unknown="ignore"), ["home city"]),
+        ]
+    )
+    model = make_pipeline(ct, LogisticRegression()).fit(frame, y)
+    c = _convert(model)
+    assert c.signature.feature_names == ["age (years)", "income", "home city"]
+    out = _served(c, {k: frame[k].to_numpy()[:5] for k in frame.columns})
+    assert list(out["label"]) == list(model.predict(frame.head(5)))
+    numeric = make_pipeline(
+        ColumnTransformer([("n", StandardScaler(), ["age (years)", "income"])]), Ridge()
+    ).fit(frame[["age (years)", "income"]], frame["income"])
+    cn = _convert(numeric)
+    assert cn.signature.tensor_input

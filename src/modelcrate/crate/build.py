@@ -133,7 +133,7 @@ def build(
             timer.step("load")
             fmt = file_report.format
             chosen = detect_flavor(copy, fmt) if flavor == "auto" else flavor
-            model = load_model(copy, chosen, fmt)
+            model = load_model(copy, chosen, fmt, policy=policy)
             sample_df = read_sample(sample) if sample is not None else None
             user_signature = read_signature(signature) if signature is not None else None
 

@@ -56,6 +56,19 @@ class SampleRows:
     rows: int
     source: str  # "sample" | "synthesized"
 
+    def missing(self) -> np.ndarray:
+        """Rows with a missing (NaN) number."""
+        mask = np.zeros(self.rows, dtype=bool)
+        for values in self.columns.values():
+            if values.dtype.kind == "f":
+                mask |= np.isnan(values)
+        return mask
+
+    def subset(self, keep: np.ndarray) -> SampleRows:
+        return SampleRows(
+            {k: v[keep] for k, v in self.columns.items()}, int(keep.sum()), self.source
+        )
+
     def inputs(self) -> dict[str, np.ndarray]:
         """The runtime's column inputs."""
         return dict(self.columns)

@@ -40,6 +40,7 @@ from modelcrate.flavors.parity import (
     sample_rows,
 )
 from modelcrate.runtime import predictor_from_bytes
+from modelcrate.runtime.onnx_runtime import INPUT_KEY
 from modelcrate.runtime.outputs import labels_from_values
 
 if TYPE_CHECKING:
@@ -53,9 +54,10 @@ def convert_sklearn_model(
 ) -> Converted:
     """Convert, derive the signature and check parity (see the module docstring).
 
-    ONNX first; when skl2onnx cannot convert the estimator, or its graph fails parity (e.g.
-    HistGradientBoosting with missing values), the skops fallback is tried; if that is refused
-    too, the converter's error (or the ONNX parity error) is raised.
+    ONNX first. skops is the fallback when skl2onnx cannot convert the estimator, or when the
+    graph fails parity only on rows with missing values (skl2onnx does not route NaN as
+    scikit-learn's trees do); if skops is refused too, the error names the estimator (or the
+    ONNX parity report is raised). Any other parity failure raises :class:`ParityError`.
     """
     if not callable(getattr(model, "predict", None)):
         raise InputError(
@@ -79,7 +81,12 @@ def convert_sklearn_model(
     try:
         parity = compare(onnx_sig, reference, got, rows, tolerance=ONNX_TOLERANCE, path=source_path)
     except ParityError as exc:
-        reason = f"the ONNX graph failed parity ({exc.parity.details.splitlines()[0]})"
+        if not _only_missing_values_differ(onnx_sig, rows, reference, got):
+            raise
+        reason = (
+            "the ONNX graph does not reproduce the original's handling of missing values "
+            f"({exc.parity.details.splitlines()[0]})"
+        )
         try:
             return _skops(model, sig, rows, reference, path=source_path, reason=reason)
         except (ParityError, UnsupportedModelError):
@@ -118,6 +125,25 @@ def _parity_rows(
             pass  # some column is not imputed: synthesize without missing values
     rows = sample_rows(sig, sample, ranges=ranges)
     return rows, reference_outputs(model, rows, sig, path=path)
+
+
+def _only_missing_values_differ(
+    sig: Signature, rows: SampleRows, reference: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> bool:
+    """True when parity fails only on rows with missing values (a known skl2onnx limit for
+    trees); any other parity failure is reported, not worked around."""
+    complete = ~rows.missing()
+    if complete.all() or not complete.any():
+        return False
+    try:
+        compare(
+            sig, {k: np.asarray(v)[complete] for k, v in reference.items()},
+            {k: np.asarray(v)[complete] for k, v in got.items()}, rows.subset(complete),
+            tolerance=ONNX_TOLERANCE, path="",
+        )  # fmt: skip
+    except ParityError:
+        return False
+    return True
 
 
 def _skops(
@@ -171,8 +197,16 @@ def to_onnx(model: Any, sig: Signature, *, path: str) -> tuple[bytes, Signature]
             target_opset={"": TARGET_OPSET, "ai.onnx.ml": ML_OPSET},
             options=_options(model),
         )
-    if per_column and sig.tensor_input:
-        prepend_split(onx, sig.feature_names, sig.tensor_name)
+    # skl2onnx sanitises input names ("petal length (cm)" -> "petal_length__cm_")
+    graph_inputs = [v.name for v in onx.graph.input]
+    renamed = {}
+    if per_column:
+        renamed = {c.name: g for c, g in zip(sig.inputs, graph_inputs, strict=True) if c.name != g}
+        if sig.tensor_input:
+            prepend_split(onx, graph_inputs, sig.tensor_name)
+            renamed = {}
+    if renamed:
+        sig = replace(sig, extra={**sig.extra, **{INPUT_KEY + k: v for k, v in renamed.items()}})
     classes = getattr(final_estimator(model), "classes_", None)
     mapped = onnx_signature(
         sig, [o.name for o in onx.graph.output], list(classes) if classes is not None else None

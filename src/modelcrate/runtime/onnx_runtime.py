@@ -18,9 +18,10 @@ from modelcrate.errors import InputError
 from modelcrate.runtime.inputs import PredictionInputError, as_matrix, numeric_column, string_column
 from modelcrate.runtime.outputs import labels_from_values, prediction, probabilities
 
-__all__ = ["LABEL_MAP_KEY", "MISSING_KEY", "OUTPUT_KEY", "OnnxPredictor"]
+__all__ = ["INPUT_KEY", "LABEL_MAP_KEY", "MISSING_KEY", "OUTPUT_KEY", "OnnxPredictor"]
 
 OUTPUT_KEY = "onnx_output."
+INPUT_KEY = "onnx_input."  # a column whose graph input has another name (sanitised by skl2onnx)
 # JSON {emitted label: class label} when the graph's labels are not the class labels as
 # written (scikit-learn bool classes come out of skl2onnx as 0/1)
 LABEL_MAP_KEY = "onnx_label_map"
@@ -62,13 +63,16 @@ class OnnxPredictor:
             if tensor is None or len(graph_inputs) != 1:
                 raise _mismatch(path, f"one input named {signature.tensor_name!r}", graph_inputs)
             self._tensor_type = _NUMPY_TYPES.get(tensor.type, np.float32)
-        else:
-            missing = [c.name for c in signature.inputs if c.name not in graph_inputs]
+        feeds = {c.name: signature.extra.get(INPUT_KEY + c.name, c.name) for c in signature.inputs}
+        if not signature.tensor_input:
+            missing = [f for f in feeds.values() if f not in graph_inputs]
             if missing or len(graph_inputs) != len(signature.inputs):
-                raise _mismatch(path, f"inputs {signature.feature_names}", graph_inputs)
+                raise _mismatch(path, f"inputs {list(feeds.values())}", graph_inputs)
+        # (column, graph input, is string, graph dtype, graph rank)
         self._columns = [
-            (c.name, c.dtype == "string", _NUMPY_TYPES.get(graph_inputs[c.name].type, np.float32),
-             len(graph_inputs[c.name].shape))
+            (c.name, feeds[c.name], c.dtype == "string",
+             _NUMPY_TYPES.get(graph_inputs[feeds[c.name]].type, np.float32),
+             len(graph_inputs[feeds[c.name]].shape))
             for c in signature.inputs
             if not signature.tensor_input
         ]  # fmt: skip
@@ -120,7 +124,7 @@ class OnnxPredictor:
             return {sig.tensor_name: matrix}
         feeds: dict[str, np.ndarray] = {}
         rows: int | None = None
-        for name, is_string, dtype, rank in self._columns:
+        for name, feed, is_string, dtype, rank in self._columns:
             col = string_column(inputs, name) if is_string else numeric_column(inputs, name)
             if self._reject_nan and not is_string and np.isnan(col).any():
                 raise _missing([name])
@@ -132,7 +136,7 @@ class OnnxPredictor:
                 raise PredictionInputError(
                     f"column {name!r} has {len(col)} values, other columns {rows}"
                 )
-            feeds[name] = col.reshape(-1, 1) if rank == 2 else col
+            feeds[feed] = col.reshape(-1, 1) if rank == 2 else col
         return feeds
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from modelcrate.demo import run
+
+sys.exit(run())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import sqlite3
 from pathlib import Path
 
@@ -135,20 +134,6 @@ def test_store_under_a_regular_file_is_not_writable(tmp_path: Path) -> None:
     assert exc.value.exit_code == 2
     assert exc.value.path == str(blocker / "store")
     assert blocker.read_bytes() == b"not a folder"
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_store_folder(tmp_path: Path) -> None:  # pragma: no cover (CI runs as root)
-    s = Store(tmp_path / "s")
-    hand_crate(s, "iris", b"x")
-    before = snapshot(s.root)
-    s.root.chmod(0o555)
-    try:
-        with pytest.raises(StoreError, match="not writable"):
-            hand_crate(s, "iris", b"y")
-    finally:
-        s.root.chmod(0o755)
-    assert snapshot(s.root) == before
 
 
 def test_full_disk_while_staging_leaves_store_unchanged(

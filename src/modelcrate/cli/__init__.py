@@ -120,11 +120,10 @@ def _register_commands() -> None:
     """Add the other stages' commands (their modules import nothing heavy at import time)."""
     from modelcrate.cli import crate_cmd, serve_cmd
 
+    if len(app.registered_commands) > 1:
+        return  # already added
     crate_cmd.register(app)
     serve_cmd.register(app)
-
-
-_register_commands()
 
 
 def err() -> Console:
@@ -136,9 +135,13 @@ def err() -> Console:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes in one place."""
-
+    args = sys.argv[1:] if argv is None else argv
+    # Typer introspects every registered command on each start (~50 ms for ten); `scan`, run per
+    # file in CI loops, needs only its own.
+    if args[:1] != ["scan"]:
+        _register_commands()
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)
     except ModelcrateError as exc:
         err().print(exc.render(), markup=False, highlight=False)
         return exc.exit_code

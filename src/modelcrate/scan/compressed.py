@@ -70,6 +70,11 @@ class ZlibDecoder:
     def unused_data(self) -> bytes:
         return self._d.unused_data
 
+    @property
+    def unconsumed_tail(self) -> bytes:
+        """Input given but not inflated yet (zlib stops at ``max_length`` of output)."""
+        return self._tail
+
     def decompress(self, data: bytes, max_length: int = -1) -> bytes:
         buf = self._tail + data if self._tail else data
         out = self._d.decompress(buf, max(0, max_length))
@@ -149,7 +154,9 @@ def bounded_decompress(
             )
             stopped = True
             break
-        consumed = max(1, pos - stream_start)
+        # zlib keeps input it has not used yet in unconsumed_tail: leave it out of the ratio
+        tail = len(getattr(d, "unconsumed_tail", b""))
+        consumed = max(1, pos - stream_start - tail)
         if produced_here > lim.ratio_floor and produced_here / consumed > lim.max_ratio:
             ctx.limit(
                 "ratio",

@@ -23,7 +23,7 @@ class Limits:
     max_member_bytes: int = 512 * MiB  # a member read into memory for scanning
     max_inflated_bytes: int = 2048 * MiB  # total decompressed bytes per top-level file
     max_ratio: float = 200.0  # inflated / compressed, checked once past ratio_floor
-    ratio_floor: int = 8 * MiB
+    ratio_floor: int = 2 * MiB  # below this, no ratio verdict: small files compress oddly
     # formats
     max_header_bytes: int = 100_000_000  # safetensors' own cap
     max_string_bytes: int = 16 * MiB  # GGUF strings, JSON configs

@@ -538,3 +538,16 @@ def test_classification_is_fast() -> None:
             classify_global(module + "x", name, policy)  # cache misses too
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0, f"{len(names) * 100} classifications took {elapsed:.2f}s"
+
+
+def test_torchscript_dialect_admits_only_torchscript_internals() -> None:
+    ts_class = classify_global("__torch__.model", "Net", None)
+    assert ts_class.severity is Severity.HIGH  # Python's unpickler would import it
+    admitted = classify_global("__torch__.model", "Net", None, dialect="torchscript")
+    assert (admitted.severity, admitted.category) == (Severity.INFO, "allowlisted")
+    builder = classify_global("torch.jit._pickle", "build_intlist", None, dialect="torchscript")
+    assert builder.severity is Severity.INFO
+    # the dialect admits nothing else: a payload stays what it is
+    assert classify_global("os", "system", None, dialect="torchscript").severity is Severity.CRITICAL
+    other = classify_global("torch.jit._pickle", "not_a_builder", None, dialect="torchscript")
+    assert other.severity is not Severity.INFO

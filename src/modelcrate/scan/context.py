@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,7 +67,19 @@ class ScanContext:
     findings: list[Finding] = field(default_factory=list)
     inflated_bytes: int = 0
     entries: int = 0
+    # Which unpickler will read pickles found now: None (Python's) or "torchscript" (the C++ one
+    # of torch.jit.load, which resolves __torch__.* classes from the archive's own code/).
+    pickle_dialect: str | None = None
     _limit_hit: set[str] = field(default_factory=set)
+
+    @contextlib.contextmanager
+    def pickle_dialect_set(self, dialect: str | None) -> Iterator[None]:
+        """Scan what is inside the block as read by the ``dialect`` unpickler."""
+        saved, self.pickle_dialect = self.pickle_dialect, dialect
+        try:
+            yield
+        finally:
+            self.pickle_dialect = saved
 
     def add(
         self,

@@ -123,8 +123,38 @@ def normalize(module: str, name: str) -> tuple[str, str]:
     return IMPORT_MAPPING.get(module, module), name
 
 
-def classify_global(module: str, name: str, policy: Policy | None = None) -> GlobalVerdict:
-    """The verdict for ``module.name`` as a pickle would import it (see the module docstring)."""
+# TorchScript's C++ unpickler (torch.jit.load) resolves ``__torch__.*`` to classes compiled from
+# the archive's own code/ (reported by the zip scanner as executable content) and these list
+# builders to C++ builtins: neither is a Python import.
+_TORCHSCRIPT_BUILDERS = frozenset(
+    {
+        "build_intlist",
+        "build_tensorlist",
+        "build_doublelist",
+        "build_boollist",
+        "build_tensor_from_id",
+        "restore_type_tag",
+    }
+)
+
+
+def classify_global(
+    module: str, name: str, policy: Policy | None = None, *, dialect: str | None = None
+) -> GlobalVerdict:
+    """The verdict for ``module.name`` as a pickle would import it (see the module docstring).
+
+    ``dialect="torchscript"``: the pickle is read by TorchScript's unpickler, not Python's.
+    """
+    if dialect == "torchscript" and (
+        module == "__torch__"
+        or module.startswith("__torch__.")
+        or (module == "torch.jit._pickle" and name in _TORCHSCRIPT_BUILDERS)
+    ):
+        return GlobalVerdict(
+            Severity.INFO,
+            f"resolved by TorchScript's C++ unpickler ({module}.{name}), not imported from Python",
+            ALLOWLISTED,
+        )
     m, n = normalize(module, name)
     verdict = _classify_static(m, n)
     if verdict is not None:

@@ -90,10 +90,10 @@ def _run_stream(
     data: Blob, start: int, ctx: ScanContext, verdicts: dict[tuple[str, str], GlobalVerdict]
 ) -> tuple[Sink, Machine]:
     """Run one pickle; when frames are violated, run the C file reader's reading as well."""
-    sink = Sink(ctx.limits, ctx.policy, verdicts)
+    sink = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
     machine = Machine(data, start, sink).run()
     if sink.frame_violation:
-        alt = Sink(ctx.limits, ctx.policy, verdicts)
+        alt = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
         alt_machine = Machine(data, start, alt, mode=Mode.CFILE).run()
         _merge(sink, alt)
         if alt_machine.error is not None and machine.error is None:

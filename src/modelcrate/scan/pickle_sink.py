@@ -84,6 +84,7 @@ class Sink:
     policy: Policy
     verdicts: dict[tuple[str, str], GlobalVerdict]
     probe: bool = False
+    dialect: str | None = None  # see ScanContext.pickle_dialect
     uses: dict[tuple[str, str], GlobalUse] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
     nested: list[Nested] = field(default_factory=list)
@@ -109,6 +110,6 @@ class Sink:
         key = (module, name)
         v = self.verdicts.get(key)
         if v is None:
-            v = classify_global(module, name, self.policy)
+            v = classify_global(module, name, self.policy, dialect=self.dialect)
             self.verdicts[key] = v
         return v

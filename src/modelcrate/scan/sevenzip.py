@@ -12,7 +12,7 @@ from typing import Any
 
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
-from modelcrate.scan.zipscan import link_escapes, name_problem, report_name
+from modelcrate.scan.zipscan import link_escapes, name_problem, report_link, report_name
 
 _SYMLINK_READ = 4096
 
@@ -158,16 +158,7 @@ def _scan_archive(archive: Any, data: Blob, loc: Location, ctx: ScanContext, dep
         content = buf.data.getvalue()
         if name in links:
             target = content[:_SYMLINK_READ].decode("utf-8", "replace")
-            escapes = link_escapes(name, target)
-            ctx.add(
-                Severity.HIGH if escapes else Severity.MEDIUM,
-                "archive.symlink",
-                f"member is a symbolic link to {target!r}"
-                + (", outside the extraction folder" if escapes else ""),
-                mloc,
-                why="extracting it lets later writes reach files the model should not touch",
-                symbol=target,
-            )
+            report_link(ctx, mloc, target, escapes=link_escapes(name, target))
             continue
         ctx.scan_blob(content, mloc, depth + 1, name=name)
     return "7z"

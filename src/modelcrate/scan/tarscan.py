@@ -15,7 +15,7 @@ from typing import IO, cast
 
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
-from modelcrate.scan.zipscan import link_escapes, name_problem, report_name
+from modelcrate.scan.zipscan import link_escapes, name_problem, report_link, report_name
 
 _LEGACY_MEMBERS = frozenset({"pickle", "storages", "tensors"})
 _TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OSError, struct.error, UnicodeError)
@@ -123,15 +123,7 @@ def _scan_member(
             if info.issym()
             else name_problem(info.linkname) is not None
         )
-        ctx.add(
-            Severity.HIGH if escapes else (Severity.MEDIUM if info.issym() else Severity.LOW),
-            "archive.symlink",
-            f"member is a {kind} link to {info.linkname!r}"
-            + (", outside the extraction folder" if escapes else ""),
-            mloc,
-            why="extracting it lets later writes or reads reach files the model should not touch",
-            symbol=info.linkname,
-        )
+        report_link(ctx, mloc, info.linkname, escapes=escapes, kind=kind)
         return
     if info.ischr() or info.isblk() or info.isfifo():
         _malformed(ctx, mloc, "member is a device node or FIFO", Severity.MEDIUM)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from modelcrate.scan.compressed import Decoder, ZlibDecoder, bounded_decompress
 from modelcrate.scan.context import Blob, ScanContext
-from modelcrate.scan.findings import Finding, Location, Severity
+from modelcrate.scan.findings import Location, Severity
 from modelcrate.scan.zipreader import (
     FLAG_ENCRYPTED,
     FLAG_PATCHED,
@@ -43,23 +43,6 @@ _STORAGE = re.compile(r"([^/]+)/(?:data|constants)/\d+")
 _TS_DANGEROUS = re.compile(
     rb"\b(?:torch\.(?:ops\.aten\.)?(?:from_file|save|load)|ops\.load_library"
     rb"|torch\.classes\.load_library|_load_for_mobile|__import__)\b"
-)
-# In a real TorchScript archive (``constants.pkl`` present: what torch.load checks before
-# handing the file to torch.jit.load) every pickle is read by TorchScript's C++ unpickler. It
-# resolves ``__torch__.*`` to classes compiled from the archive's own code/ (reported above as
-# executable content) and the ``torch.jit._pickle`` list builders to C++ builtins: neither is a
-# Python import, so those globals are context, not findings. Anything else stays as reported.
-_TS_CLASS_PREFIX = "__torch__."
-_TS_BUILDERS = frozenset(
-    f"torch.jit._pickle.{n}"
-    for n in (
-        "build_intlist",
-        "build_tensorlist",
-        "build_doublelist",
-        "build_boollist",
-        "build_tensor_from_id",
-        "restore_type_tag",
-    )
 )
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SYMLINK_READ = 4096
@@ -94,6 +77,22 @@ def link_escapes(member: str, target: str) -> bool:
         elif part not in ("", "."):
             parts.append(part)
     return False
+
+
+def report_link(
+    ctx: ScanContext, mloc: Location, target: str, *, escapes: bool, kind: str = "symbolic"
+) -> None:
+    """Report a link member (shared with the tar and 7z scanners): HIGH when it escapes."""
+    inside = Severity.MEDIUM if kind == "symbolic" else Severity.LOW
+    ctx.add(
+        Severity.HIGH if escapes else inside,
+        "archive.symlink",
+        f"member is a {kind} link to {target!r}"
+        + (", outside the extraction folder" if escapes else ""),
+        mloc,
+        why="extracting it lets later writes or reads reach files the model should not touch",
+        symbol=target,
+    )
 
 
 def report_name(ctx: ScanContext, name: str, loc: Location) -> None:
@@ -210,9 +209,12 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
         local = locals_.get(entry.index)
         if local is None:
             continue  # reported by _check_layout
-        before = len(ctx.findings)
+        # In a real TorchScript archive (constants.pkl present: what torch.load checks before
+        # handing the file to torch.jit.load) TorchScript's C++ unpickler reads every pickle.
+        script = bool(torchscript_roots) and entry.name.split("/", 1)[0] in torchscript_roots
         try:
-            _scan_entry(data, entry, local, mloc=mloc, ctx=ctx, depth=depth)
+            with ctx.pickle_dialect_set("torchscript" if script else None):
+                _scan_entry(data, entry, local, mloc=mloc, ctx=ctx, depth=depth)
         except (ValueError, IndexError, struct.error, MemoryError) as exc:
             ctx.add(
                 Severity.HIGH,
@@ -221,8 +223,6 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
                 mloc,
                 why="this member was not verified; the other members were still scanned",
             )
-        if torchscript_roots and entry.name.split("/", 1)[0] in torchscript_roots:
-            _torchscript_context(ctx, before)
     return flavour
 
 
@@ -400,16 +400,7 @@ def _symlink(
         except zlib.error:
             raw = b""
     target = raw.decode("utf-8", "replace")
-    escapes = link_escapes(entry.name, target)
-    ctx.add(
-        Severity.HIGH if escapes else Severity.MEDIUM,
-        "archive.symlink",
-        f"member is a symbolic link to {target!r}"
-        + (", outside the extraction folder" if escapes else ""),
-        mloc,
-        why="extracting it lets later writes or reads reach files the model should not touch",
-        symbol=target,
-    )
+    report_link(ctx, mloc, target, escapes=link_escapes(entry.name, target))
 
 
 def _check_torchscript_code(code: bytes, mloc: Location, ctx: ScanContext) -> None:
@@ -433,24 +424,3 @@ def _check_torchscript_code(code: bytes, mloc: Location, ctx: ScanContext) -> No
 
 def _is_constants(name: str) -> bool:
     return name.count("/") == 1 and name.endswith("/constants.pkl")
-
-
-def _torchscript_context(ctx: ScanContext, start: int) -> None:
-    """Downgrade TorchScript-internal globals found since ``start`` to INFO (see _TS_BUILDERS)."""
-    for i in range(start, len(ctx.findings)):
-        f = ctx.findings[i]
-        sym = f.symbol or ""
-        if f.rule_id != "pickle.global" or not (
-            sym.startswith(_TS_CLASS_PREFIX) or sym in _TS_BUILDERS
-        ):
-            continue
-        ctx.findings[i] = Finding(
-            ctx.policy.severity_for(f.rule_id, Severity.INFO),
-            f.rule_id,
-            f"{sym} is resolved by TorchScript's C++ unpickler (a class compiled from the "
-            "archive's code/ or a list builder), not imported from Python",
-            f.location,
-            why="TorchScript archives are loaded by torch.jit.load; their code is reported "
-            "separately as executable content",
-            symbol=sym,
-        )

@@ -548,6 +548,8 @@ def test_torchscript_dialect_admits_only_torchscript_internals() -> None:
     builder = classify_global("torch.jit._pickle", "build_intlist", None, dialect="torchscript")
     assert builder.severity is Severity.INFO
     # the dialect admits nothing else: a payload stays what it is
-    assert classify_global("os", "system", None, dialect="torchscript").severity is Severity.CRITICAL
+    assert (
+        classify_global("os", "system", None, dialect="torchscript").severity is Severity.CRITICAL
+    )
     other = classify_global("torch.jit._pickle", "not_a_builder", None, dialect="torchscript")
     assert other.severity is not Severity.INFO

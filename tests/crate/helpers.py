@@ -5,7 +5,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from modelcrate.crate.layout import LOCK_FILE, SCAN_FILE, SIGNATURE_FILE, signature_json
+from modelcrate.crate.layout import (
+    LOCK_FILE,
+    SBOM_FILE,
+    SCAN_FILE,
+    SIGNATURE_FILE,
+    signature_json,
+)
 from modelcrate.crate.manifest import (
     MANIFEST_NAME,
     ArtifactEntry,
@@ -16,6 +22,7 @@ from modelcrate.crate.manifest import (
     ScanSummary,
     Source,
 )
+from modelcrate.crate.sbom import sbom_json
 from modelcrate.crate.signature import Column, Output, Signature
 from modelcrate.crate.store import Committed, Store, write_file
 
@@ -89,6 +96,7 @@ def hand_crate(
         LOCK_FILE: FAKE_LOCK,
         SCAN_FILE: b'{"verdict": "NONE", "counts": {"CRITICAL": 0}}\n',
         SIGNATURE_FILE: signature_json(manifest),
+        SBOM_FILE: sbom_json(manifest, FAKE_LOCK),
     }
     with store.staging() as stage:
         for rel, data in files.items():

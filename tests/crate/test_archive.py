@@ -64,6 +64,7 @@ def test_export_metadata_is_normalised(
         "model",
         "model/model.onnx",
         "requirements.lock",
+        "sbom.cdx.json",
         "scan.json",
         "signature.json",
     ]
@@ -243,4 +244,4 @@ def test_golden_export_bytes(tmp_path: Path) -> None:
         "sha256:71d33ae4455b6df2d03b7db50f3241f25d8656a9d7a864b1e60fe11c3d5e3182"
     )
     exported = export_crate(s, "golden", tmp_path / "g.tar")
-    assert exported.sha256 == "ec5f6d417409bf134c21fac62c9fa314cbb50a53a2e072af3acd34649dbf9bfa"
+    assert exported.sha256 == "e834ae1b16c4e2eccf9f45bfd7a7d375698b55bfaa275336ed5a82e1ac48e962"

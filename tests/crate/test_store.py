@@ -202,3 +202,11 @@ def test_read_only_filesystem_on_rename(tmp_path: Path, monkeypatch: pytest.Monk
         hand_crate(s, "iris", b"y")
     assert exc.value.exit_code == 2
     assert snapshot(s.root) == before
+
+
+def test_relative_store_root_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Store("relative-store")
+    assert s.root == tmp_path / "relative-store"
+    hand_crate(s, "iris", b"x")
+    assert [c.name for c in s.list()] == ["iris"]

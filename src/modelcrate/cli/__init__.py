@@ -118,12 +118,14 @@ def scan(
 
 def _register_commands() -> None:
     """Add the other stages' commands (their modules import nothing heavy at import time)."""
-    from modelcrate.cli import crate_cmd, serve_cmd
+    from modelcrate.cli import crate_cmd, dockerfile_cmd, image_cmd, serve_cmd
 
     if len(app.registered_commands) > 1:
         return  # already added
     crate_cmd.register(app)
     serve_cmd.register(app)
+    image_cmd.register(app)
+    dockerfile_cmd.register(app)
 
 
 def err() -> Console:

@@ -64,7 +64,7 @@ def export_crate(store: Store, ref: str, tar_path: Path | str) -> Exported:
                 _maybe_gzip(raw, compress) as sink,
                 tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar,
             ):
-                for name in _with_parents(crate_files(manifest)):
+                for name in _with_parents(crate_files(manifest, crate_dir)):
                     src = crate_dir / name
                     info = tarfile.TarInfo(name)
                     info.mtime = mtime

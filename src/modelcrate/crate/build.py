@@ -30,6 +30,7 @@ from modelcrate.crate.inputs import (
 )
 from modelcrate.crate.layout import (
     LOCK_FILE,
+    SBOM_FILE,
     SCAN_FILE,
     SIGNATURE_FILE,
     relocated,
@@ -49,6 +50,7 @@ from modelcrate.crate.manifest import (
     Source,
     created_now,
 )
+from modelcrate.crate.sbom import sbom_json
 from modelcrate.crate.signature import Signature
 from modelcrate.crate.store import Store, store_errors, write_file
 from modelcrate.errors import InputError, ModelcrateError
@@ -175,6 +177,7 @@ def build(
     files[LOCK_FILE] = lock.data
     files[SCAN_FILE] = scan_json(file_report, source_name=src.name, fail_on=threshold.name)
     files[SIGNATURE_FILE] = signature_json(manifest)
+    files[SBOM_FILE] = sbom_json(manifest, lock.data)
     files[MANIFEST_NAME] = manifest.dump_yaml()
     with store.staging() as stage:
         with store_errors(store.root):

@@ -7,6 +7,8 @@
     requirements.lock   runtime dependencies (its sha256 is the manifest's lock_sha256)
     scan.json           the full scan report (its verdict and counts are in the manifest)
     signature.json      the signature (equal to the manifest's)
+    sbom.cdx.json       CycloneDX SBOM of the artifacts and locked packages (derived from the
+                        manifest and the lock; crates made before SBOMs existed lack it)
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ if TYPE_CHECKING:
 LOCK_FILE = "requirements.lock"
 SCAN_FILE = "scan.json"
 SIGNATURE_FILE = "signature.json"
-SIDE_FILES = (MANIFEST_NAME, LOCK_FILE, SCAN_FILE, SIGNATURE_FILE)
+SBOM_FILE = "sbom.cdx.json"
+SIDE_FILES = (MANIFEST_NAME, LOCK_FILE, SBOM_FILE, SCAN_FILE, SIGNATURE_FILE)
 MODEL_DIR = "model"
 
 
-def crate_files(manifest: Manifest) -> list[str]:
-    """Every file of the crate, relative, sorted: exactly what an export carries."""
-    return sorted([*SIDE_FILES, *(a.path for a in manifest.artifacts)])
+def crate_files(manifest: Manifest, crate_dir: Path | None = None) -> list[str]:
+    """Every file of the crate, relative, sorted: exactly what an export carries. With
+    ``crate_dir``, an SBOM the crate lacks (made before SBOMs existed) is left out."""
+    files = sorted([*SIDE_FILES, *(a.path for a in manifest.artifacts)])
+    if crate_dir is not None and not (Path(crate_dir) / SBOM_FILE).is_file():
+        files.remove(SBOM_FILE)
+    return files
 
 
 def signature_json(manifest: Manifest) -> bytes:
@@ -107,7 +114,32 @@ def verify_crate(crate_dir: Path) -> Manifest:
             path=str(scan_path),
             hint="rebuild the crate, or import it again from a trusted export",
         )
+    _check_sbom(crate_dir, manifest)
     return manifest
+
+
+def _check_sbom(crate_dir: Path, manifest: Manifest) -> None:
+    """The SBOM, when present, must describe this crate (absent: a crate made before SBOMs)."""
+    from modelcrate.crate.sbom import sbom_problem
+
+    path = crate_dir / SBOM_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise IntegrityError(
+            f"a crate file is unreadable: {exc.strerror or exc}",
+            path=str(path),
+            hint="check the file's permissions, or rebuild the crate",
+        ) from exc
+    problem = sbom_problem(data, manifest, (crate_dir / LOCK_FILE).read_bytes())
+    if problem is not None:
+        raise IntegrityError(
+            f"sbom.cdx.json does not agree with the crate: {problem}",
+            path=str(path),
+            hint="rebuild the crate, or import it again from a trusted export",
+        )
 
 
 def _check_file(path: Path, sha256: str, size: int | None) -> None:

@@ -79,7 +79,7 @@ class Store:
     """A local crate store rooted at ``root``. Creating the object touches nothing on disk."""
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().absolute()  # as_uri() needs an absolute path
 
     @classmethod
     def default(cls, root: Path | str | None = None) -> Store:

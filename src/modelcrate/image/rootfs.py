@@ -20,7 +20,7 @@ import tarfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Final, Literal
+from typing import IO, Final, Literal, cast
 
 from modelcrate.errors import InputError
 
@@ -38,7 +38,16 @@ CANDIDATES: Final = (
 )
 SEARCH_DIRS: Final = ("/usr/local/bin", "/usr/bin", "/opt/python/bin")
 # Standard-library parts `modelcrate serve` imports (Debian splits them across packages).
-STDLIB_NEEDED: Final = ("encodings", "asyncio", "json", "email", "http", "logging", "ssl.py")
+STDLIB_NEEDED: Final = (
+    "encodings",
+    "asyncio",
+    "json",
+    "email",
+    "http",
+    "logging",
+    "sqlite3",
+    "ssl.py",
+)
 _VERSIONED = re.compile(r"^python(3)\.(\d{1,2})$")
 _CHUNK = 1 << 20
 
@@ -121,7 +130,9 @@ class RootFS:
         if m.target is not None and m.kind == "file":  # hard link: same kind as its source
             src = self._lookup(m.target)
             kind: Kind = src.kind if src is not None and src.kind != "dir" else "file"
-            node.children[name] = _Node(kind, src.mode if src else m.mode, src.target if src else None)
+            node.children[name] = _Node(
+                kind, src.mode if src else m.mode, src.target if src else None
+            )
             return
         node.children[name] = _Node(m.kind, m.mode, m.target)
 
@@ -215,6 +226,10 @@ class RootFS:
         stdlib = posixpath.join(prefix, "lib", f"python{version}")
         return Interpreter(path=real, version=version, found_as=name, stdlib=stdlib)
 
+    def is_musl(self) -> bool:
+        """True for a musl libc system (Alpine): manylinux wheels do not run there."""
+        return any(name.startswith("ld-musl-") for name in self.listdir("/lib"))
+
     def missing_stdlib(self, interpreter: Interpreter) -> list[str]:
         """The standard-library parts ``serve`` needs that the base does not have."""
         return [
@@ -266,10 +281,10 @@ def layer_members(blob: bytes, *, diff_id: str | None = None, where: str = "") -
         )
     raw: IO[bytes] = io.BytesIO(blob)
     if blob[:2] == b"\x1f\x8b":
-        raw = gzip.GzipFile(fileobj=raw)
+        raw = cast("IO[bytes]", gzip.GzipFile(fileobj=raw))
     reader = _HashingReader(raw)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
             for info in tar:
                 member = _member(info)
                 if member is not None:

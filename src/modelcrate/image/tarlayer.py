@@ -87,9 +87,7 @@ def source_date_epoch() -> int:
     return value
 
 
-def build_layer(
-    files: Iterable[LayerFile], *, epoch: int = 0, level: int = GZIP_LEVEL
-) -> Layer:
+def build_layer(files: Iterable[LayerFile], *, epoch: int = 0, level: int = GZIP_LEVEL) -> Layer:
     """Write ``files`` as one deterministic gzip layer (parents added, entries sorted)."""
     if epoch < 0:
         raise ValueError("epoch must be >= 0")
@@ -238,7 +236,9 @@ class _Sink:
     def __init__(self, level: int) -> None:
         self._sha = hashlib.sha256()
         self._out = io.BytesIO()
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._out, compresslevel=level, mtime=0)
+        self._gz = gzip.GzipFile(
+            filename="", mode="wb", fileobj=self._out, compresslevel=level, mtime=0
+        )
         self._pos = 0
 
     def write(self, data: bytes) -> int:

@@ -38,17 +38,17 @@ _NUMPY_TYPES: dict[str, Any] = {
 
 
 class OnnxPredictor:
-    """Runs an ONNX graph on CPU with ONNX Runtime."""
+    """Runs an ONNX graph with ONNX Runtime: on CUDA where the GPU build and a GPU are there."""
 
     def __init__(self, data: bytes, signature: Signature, *, path: str = "model.onnx") -> None:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # converters' benign shape warnings stay out of logs
+        available = set(ort.get_available_providers())
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         try:
-            self._session = ort.InferenceSession(
-                data, sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(data, sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types
             raise InputError(
                 f"ONNX Runtime cannot load the model: {exc}",

@@ -1,0 +1,201 @@
+"""``modelcrate containerize``: a crate to an OCI image (layout, archive or registry push).
+
+Thin: parse, call :func:`modelcrate.image.containerize.containerize`, render. Progress goes to
+stderr, the result to stdout; errors map to exit codes in ``modelcrate.cli.main``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from modelcrate.image.containerize import ImageResult
+
+STEP_LABELS = {
+    "crate": "Read and verify the crate",
+    "base": "Base image and its Python",
+    "wheels": "Wheels layer",
+    "model": "Model layer",
+    "app": "Crate and runtime layer",
+    "config": "Image config",
+    "write": "Write the image",
+    "push": "Push to the registry",
+}
+
+
+class ImageFormat(StrEnum):
+    oci = "oci"
+    docker = "docker"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``containerize`` to ``app``."""
+    app.command("containerize")(containerize_cmd)
+
+
+def containerize_cmd(
+    crate: Annotated[
+        str, typer.Argument(help="NAME[:VERSION] of a crate in the store, or a crate folder.")
+    ],
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base image: [REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or "
+            "oci-archive:FILE[:TAG] (default: python:3.11-slim).",
+            show_default=False,
+        ),
+    ] = None,
+    platform: Annotated[str, typer.Option(help="Image platform OS/ARCH.")] = "linux/amd64",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the image: oci:DIR[:TAG] (OCI layout) or oci-archive:FILE[:TAG] "
+            "(loads with podman load and docker load).",
+            show_default=False,
+        ),
+    ] = None,
+    push: Annotated[
+        str | None,
+        typer.Option(help="Push to HOST[:PORT]/REPO[:TAG].", show_default=False),
+    ] = None,
+    image_format: Annotated[
+        ImageFormat,
+        typer.Option(
+            "--format",
+            help="Manifest media types: oci, or docker (same blobs; podman then honours the "
+            "health check).",
+        ),
+    ] = ImageFormat.oci,
+    insecure_registry: Annotated[
+        bool, typer.Option(help="Talk plain HTTP to the registries (base and push).")
+    ] = False,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            help="Store folder (default: $MODELCRATE_HOME, else ~/.modelcrate).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Build a reproducible OCI image of a crate, without Docker: base, wheels, model, code.
+
+    Exit 0: built (and written or pushed); 2: bad input (crate, base, registry, platform).
+    """
+    from rich.console import Console
+
+    from modelcrate.image.containerize import containerize
+
+    err = Console(stderr=True, highlight=False)
+    with _progress(err) as progress:
+        result = containerize(
+            crate,
+            base=base,
+            platform=platform,
+            output=output,
+            push=push,
+            insecure_registry=insecure_registry,
+            image_format=image_format.value,
+            store=store,
+            progress=progress,
+        )
+    _render(result, _out())
+    if not result.written and result.pushed is None:
+        err.print("nothing written: pass --output oci:DIR or --push HOST/REPO:TAG", style="yellow")
+
+
+def _out() -> Console:
+    from rich.console import Console
+
+    return Console(
+        file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240
+    )
+
+
+@contextmanager
+def _progress(console: Console) -> Iterator[Callable[[str], None]]:
+    """One line per step: a spinner while it runs, a tick and its seconds when done."""
+    from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+    from rich.text import Text
+
+    class Seconds(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.elapsed or 0.0:5.2f}s", style="dim")
+
+    columns = (SpinnerColumn(finished_text=""), TextColumn("{task.description}"), Seconds())
+    state: dict[str, TaskID] = {}
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def finish(mark: str, style: str) -> None:
+            for step, task in state.items():
+                if not progress.tasks[task].finished:
+                    label = STEP_LABELS.get(step, step)
+                    progress.update(task, description=f"[{style}]{mark}[/] {label}", completed=1)
+                    progress.stop_task(task)
+
+        def on_step(step: str) -> None:
+            finish("✓", "green")
+            state[step] = progress.add_task(STEP_LABELS.get(step, step), total=1)
+
+        try:
+            yield on_step
+        except BaseException:
+            finish("✗", "red")
+            raise
+        finish("✓", "green")
+
+
+def _render(result: ImageResult, out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out.print(Text.assemble(("image: ", "bold"), (result.digest, "bold green")))
+    info = Table(show_header=False, box=None, padding=(0, 2))
+    info.add_column(style="dim", no_wrap=True)
+    info.add_column(overflow="fold")
+    info.add_row("crate", f"{result.crate} ({result.crate_version})")
+    info.add_row("base", f"{result.base} ({result.base_digest})")
+    info.add_row("python", f"{result.python_version} at {result.python}")
+    info.add_row("platform", result.platform)
+    info.add_row(
+        "size", f"{_size(result.base_size)} base + {_size(result.added_size)} added (compressed)"
+    )
+    for where in result.written:
+        info.add_row("written", where)
+    if result.pushed is not None:
+        p = result.pushed
+        info.add_row("pushed", f"{p.reference} ({p.pinned})")
+        info.add_row(
+            "sent",
+            f"{_size(p.bytes_sent)} in {p.blobs_sent} blobs; {p.blobs_skipped} already there, "
+            f"{p.blobs_mounted} mounted from the base's repository",
+        )
+    out.print(info)
+    layers = Table(box=None, padding=(0, 2), header_style="dim")
+    layers.add_column("layer")
+    layers.add_column("digest", overflow="fold")
+    layers.add_column("size", justify="right")
+    for layer in result.layers:
+        note = " (cached)" if layer.role == "wheels" and result.wheels_cached else ""
+        layers.add_row(layer.role + note, layer.digest, _size(layer.size))
+    out.print(layers)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench-scan clean
+.PHONY: install system-deps demo test lint typecheck unit bench-scan bench-image clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job end to end on embedded defaults: build real models and attack samples, scan them.
+# podman, runc, skopeo, umoci, docker-registry, mmdebstrap: the container tests use the real tools.
+system-deps:
+	bash scripts/system-deps.sh
+
+# The main job end to end on embedded defaults: train, scan, build a crate, serve it, query it.
 demo: $(STAMP)
 	$(BIN)/python -m modelcrate.demo
 
@@ -28,11 +32,15 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+test: system-deps lint typecheck unit
 
 # Side-by-side scanner benchmark against modelscan, picklescan and fickling (own venvs).
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/scan/run.py
+
+# Image size, cold/warm/code-only build time and bytes pushed (benchmarks/image/).
+bench-image: $(STAMP) system-deps
+	$(BIN)/python benchmarks/image/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,9 @@
 * :class:`Podman` -- ``podman`` with the flags these machines need (``--runtime runc``, explicit
   ulimits) that remembers every container and image it made and removes them in ``cleanup``.
 * :func:`build_iris_crate` -- a real crate (scan, convert, parity, lock) from a pickled
-  scikit-learn model, the way a user builds one.
+  scikit-learn model, the way a user builds one; :func:`snapshot_app` -- a copy of the modelcrate
+  code to ship, so that builds compare while the checkout changes.
+* registry checks by plain HTTP (:func:`manifest_digest`, :func:`registry_tags`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import pickle
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -236,15 +241,33 @@ def skopeo_copy(src: str, dst: str, *, timeout: float = 300) -> None:
     )
 
 
-def skopeo_inspect(ref: str, *, config: bool = False, raw: bool = False) -> dict[str, Any]:
-    """``skopeo inspect`` of ``docker://ref`` (plain HTTP) as parsed JSON."""
-    cmd = ["skopeo", "inspect", "--tls-verify=false"]
-    if config:
-        cmd.append("--config")
-    if raw:
-        cmd.append("--raw")
-    out: dict[str, Any] = json.loads(run([*cmd, f"docker://{ref}"], timeout=60).stdout)
-    return out
+def manifest_digest(ref: str) -> tuple[str, dict[str, Any]]:
+    """The digest of the manifest a registry serves for ``ref`` (sha256 of its bytes), and it."""
+    raw = run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], timeout=60)
+    data = raw.stdout.encode()
+    doc: dict[str, Any] = json.loads(data)
+    return "sha256:" + hashlib.sha256(data).hexdigest(), doc
+
+
+def registry_get(url: str, path: str, *, auth: str | None = None) -> dict[str, Any] | None:
+    """``GET URL/v2/PATH`` as JSON; None on 404 (the registry does not know it)."""
+    request = urllib.request.Request(f"{url}/v2/{path}")
+    if auth:
+        request.add_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            doc: dict[str, Any] = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return doc
+
+
+def registry_tags(url: str, repo: str, *, auth: str | None = None) -> list[str]:
+    """The tags a registry holds for ``repo`` ([] when it has never heard of it)."""
+    doc = registry_get(url, f"{repo}/tags/list", auth=auth)
+    return list((doc or {}).get("tags") or [])
 
 
 # --------------------------------------------------------------------------- podman
@@ -301,6 +324,52 @@ class Podman:
         return problems
 
 
+# --------------------------------------------------------------------------- modelcrate
+
+
+@dataclass(frozen=True)
+class AppSource:
+    """A copy of the modelcrate package: builds that ship it ship the same code even while the
+    checkout changes (several people edit it at once)."""
+
+    root: Path  # first on PYTHONPATH, ``import modelcrate`` loads the copy
+
+    @property
+    def package(self) -> Path:
+        return self.root / "modelcrate"
+
+
+def snapshot_app(root: Path, *, edit: str | None = None) -> AppSource:
+    """Copy the installed modelcrate package under ``root``; ``edit`` appends that comment to
+    ``serve/app.py`` (a code-only change)."""
+    import modelcrate
+
+    app = AppSource(root)
+    shutil.copytree(
+        Path(modelcrate.__file__).parent, app.package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    if edit is not None:
+        module = app.package / "serve" / "app.py"
+        module.write_text(module.read_text() + f"\n# {edit}\n")
+    return app
+
+
+def modelcrate_cli(
+    *args: str, app: AppSource | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m modelcrate ARGS`` as a user runs it (``app``: with that copy of the code)."""
+    first = str(app.root) if app is not None else ""
+    path = os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "modelcrate", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {}), "PYTHONPATH": path},
+        check=False,
+    )
+
+
 # --------------------------------------------------------------------------- a real crate
 
 
@@ -335,6 +404,16 @@ def build_iris_crate(root: Path, *, name: str = "iris") -> IrisCrate:
     store = Store(root / "store")
     built = build(source, name=name, store=store)
     return IrisCrate(root / "store", built.ref, name, built.path, model, frame)
+
+
+def containerize_crate(crate: IrisCrate, app: AppSource | None = None, **kwargs: Any) -> Any:
+    """:func:`modelcrate.image.containerize.containerize` of ``crate`` from its store
+    (``app``: ship that copy of the code)."""
+    from modelcrate.image.containerize import containerize
+
+    if app is not None:
+        kwargs["app_source"] = app.package
+    return containerize(crate.ref, store=crate.store_root, **kwargs)
 
 
 def wait_ready(

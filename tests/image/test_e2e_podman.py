@@ -5,21 +5,12 @@ A real registry (``docker-registry`` on loopback) holds an offline Debian base w
 it; ``podman`` pulls and runs it; ``/predict`` and the V2 API (tritonclient) answer exactly what
 the original scikit-learn model answers. Inside, the server runs as a non-root user, and SIGTERM
 stops it cleanly. Building again gives the same digest; a code-only change moves only the last
-layer and pushes only it. A base without Python, a wrong Python, a wrong platform and registries
-that refuse (read-only, wrong credentials, stopped) give clear errors and nothing pushed.
+layer and pushes only it. The clear failures are in ``test_e2e_failures.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,98 +20,29 @@ import httpx
 import numpy as np
 import pytest
 
-from modelcrate.errors import InputError
 from tests.image.e2e_env import (
     IRIS_CLASSES,
+    AppSource,
     BaseLayout,
     IrisCrate,
     Podman,
+    containerize_crate,
     free_port,
-    tiny_layout,
+    manifest_digest,
+    modelcrate_cli,
+    registry_get,
+    snapshot_app,
     unique,
     wait_ready,
 )
-from tests.image.registry_fixture import RunningRegistry, running_registry
+from tests.image.registry_fixture import RunningRegistry
 
 pytestmark = pytest.mark.slow
 
 REPO = "iris"
-APP_ROOT = "/opt/modelcrate"
 NON_ROOT = 10001
 STOP_TIMEOUT_S = 10
 READY_TIMEOUT_S = 120
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def manifest_digest(ref: str) -> tuple[str, dict[str, Any]]:
-    """The digest of the manifest the registry serves for ``ref`` (sha256 of its bytes)."""
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return "sha256:" + hashlib.sha256(raw).hexdigest(), json.loads(raw)
-
-
-def registry_tags(registry: RunningRegistry, repo: str, auth: str | None = None) -> list[str]:
-    """The tags the registry holds for ``repo`` ([] when it has never heard of it)."""
-    request = urllib.request.Request(f"{registry.url}/v2/{repo}/tags/list")
-    if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return list(json.load(answer).get("tags") or [])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
-
-
-def registry_json(registry: RunningRegistry, path: str) -> dict[str, Any]:
-    """``GET /v2/PATH`` on the (anonymous) registry, as JSON."""
-    with urllib.request.urlopen(f"{registry.url}/v2/{path}", timeout=30) as answer:
-        doc: dict[str, Any] = json.load(answer)
-    return doc
-
-
-def modelcrate_cli(
-    *args: str, app: AppSource | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m modelcrate ARGS``, as a user runs it (``app``: with that copy of the code)."""
-    first = str(app.root) if app is not None else ""
-    path = os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "modelcrate", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {}), "PYTHONPATH": path},
-        check=False,
-    )
-
-
-def containerize(crate: IrisCrate, app: AppSource | None = None, **kwargs: Any) -> Any:
-    """:func:`modelcrate.image.containerize.containerize` on the crate (``app``: that code)."""
-    from modelcrate.image.containerize import containerize as build
-
-    if app is not None:
-        kwargs["app_source"] = app.package
-    return build(crate.ref, store=crate.store_root, **kwargs)
-
-
-@dataclass(frozen=True)
-class AppSource:
-    """A copy of the modelcrate package taken when the module starts: every build here ships
-    the same code even while the checkout changes under the tests."""
-
-    root: Path  # put first on PYTHONPATH: ``import modelcrate`` loads the copy
-
-    @property
-    def package(self) -> Path:
-        return self.root / "modelcrate"
 
 
 @dataclass(frozen=True)
@@ -144,15 +66,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> AppSource:
-    import modelcrate
-
-    root = tmp_path_factory.mktemp("app-source")
-    shutil.copytree(
-        Path(modelcrate.__file__).parent,
-        root / "modelcrate",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    return AppSource(root)
+    """The modelcrate code every build in this module ships (a copy taken once)."""
+    return snapshot_app(tmp_path_factory.mktemp("app-source"))
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +136,8 @@ def test_image_config_is_non_root_exec_form_with_provenance(
 
     manifest = load_manifest(iris_crate.crate_dir)
     # The config blob as stored (skopeo drops Docker's Healthcheck extension when it parses).
-    doc = registry_json(registry, f"{REPO}/blobs/{pushed.manifest['config']['digest']}")
+    doc = registry_get(registry.url, f"{REPO}/blobs/{pushed.manifest['config']['digest']}")
+    assert doc is not None
     assert (doc["os"], doc["architecture"]) == ("linux", "amd64")
     config = doc["config"]
     user = config["User"]
@@ -312,7 +228,7 @@ def test_sigterm_stops_the_server_cleanly(served: Served, podman: Podman) -> Non
 def test_building_again_gives_the_same_digest_and_pushes_only_the_manifest(
     pushed: Pushed, iris_crate: IrisCrate, pushed_base: str, app: AppSource
 ) -> None:
-    result = containerize(
+    result = containerize_crate(
         iris_crate, app, base=pushed_base, push=pushed.ref, insecure_registry=True
     )
     assert result.digest == pushed.digest
@@ -325,12 +241,11 @@ def test_building_again_gives_the_same_digest_and_pushes_only_the_manifest(
 def test_a_code_only_change_moves_only_the_last_layer(
     pushed: Pushed, iris_crate: IrisCrate, pushed_base: str, app: AppSource, tmp_path: Path
 ) -> None:
-    changed = AppSource(tmp_path)
-    shutil.copytree(app.package, changed.package)
-    module = changed.package / "serve" / "app.py"
-    module.write_text(module.read_text() + "\n# a code-only change\n")
+    changed = snapshot_app(tmp_path, edit="a code-only change")
     ref = f"{pushed.ref.rpartition(':')[0]}:code-change"
-    result = containerize(iris_crate, changed, base=pushed_base, push=ref, insecure_registry=True)
+    result = containerize_crate(
+        iris_crate, changed, base=pushed_base, push=ref, insecure_registry=True
+    )
     before = [layer["digest"] for layer in pushed.manifest["layers"]]
     after = [layer.digest for layer in result.layers]
     assert after[:-1] == before[:-1]  # base, wheels and model layers unchanged
@@ -342,124 +257,3 @@ def test_a_code_only_change_moves_only_the_last_layer(
     config_size = len(result.image.config_blob)
     assert result.pushed.bytes_sent == app_size + config_size + len(result.image.manifest_blob)
     assert manifest_digest(ref)[0] == result.digest
-
-
-# --------------------------------------------------------------------------- clear failures
-
-
-def _nothing_pushed(registry: RunningRegistry, repo: str) -> None:
-    assert registry_tags(registry, repo) == []
-
-
-def test_a_base_without_python_is_refused(
-    iris_crate: IrisCrate, registry: RunningRegistry, tmp_path: Path
-) -> None:
-    base = tiny_layout(tmp_path / "busybox", {"/bin/busybox": b"\x7fELF not really busybox"})
-    repo = unique("nopython")
-    with pytest.raises(InputError) as err:
-        containerize(
-            iris_crate, base=base, push=f"{registry.host}/{repo}:1", insecure_registry=True
-        )
-    assert "no Python interpreter" in err.value.message
-    assert err.value.hint
-    _nothing_pushed(registry, repo)
-
-
-def test_a_base_with_another_python_is_refused(
-    iris_crate: IrisCrate, registry: RunningRegistry, tmp_path: Path
-) -> None:
-    from modelcrate.image.rootfs import STDLIB_NEEDED
-
-    files = {"/usr/bin/python3.12": b"\x7fELF"}
-    for part in STDLIB_NEEDED:
-        name = part if part.endswith(".py") else f"{part}/__init__.py"
-        files[f"/usr/lib/python3.12/{name}"] = b"# stub\n"
-    base = tiny_layout(tmp_path / "py312", files)
-    repo = unique("py312")
-    with pytest.raises(InputError) as err:
-        containerize(
-            iris_crate, base=base, push=f"{registry.host}/{repo}:1", insecure_registry=True
-        )
-    assert "3.11" in err.value.message
-    assert "3.12" in err.value.message
-    _nothing_pushed(registry, repo)
-
-
-def test_a_wrong_platform_is_refused(
-    iris_crate: IrisCrate, registry: RunningRegistry, base_layout: BaseLayout, tmp_path: Path
-) -> None:
-    repo = unique("platform")
-    push = f"{registry.host}/{repo}:1"
-    # The crate's wheels are locked for linux x86_64: no arm64 image from it.
-    with pytest.raises(InputError) as crate_err:
-        containerize(
-            iris_crate,
-            base=base_layout.ref,
-            platform="linux/arm64",
-            push=push,
-            insecure_registry=True,
-        )
-    assert "linux/arm64" in crate_err.value.message
-    # A base built for another architecture than the one asked for.
-    arm = tiny_layout(tmp_path / "arm64", {"/usr/bin/python3.11": b"\x7fELF"}, arch="arm64")
-    with pytest.raises(InputError) as base_err:
-        containerize(iris_crate, base=arm, push=push, insecure_registry=True)
-    assert "arm64" in base_err.value.message
-    assert "amd64" in base_err.value.message
-    _nothing_pushed(registry, repo)
-
-
-def test_a_read_only_registry_refuses_with_its_status_and_nothing_is_reported_pushed(
-    iris_crate: IrisCrate, base_layout: BaseLayout, tmp_path: Path
-) -> None:
-    with running_registry(tmp_path / "ro", readonly=True) as ro:
-        with pytest.raises(InputError) as err:
-            containerize(
-                iris_crate, base=base_layout.ref, push=f"{ro.host}/{REPO}:1", insecure_registry=True
-            )
-        assert ro.host in str(err.value.render())
-        assert registry_tags(ro, REPO) == []
-    text = err.value.render()
-    assert any(code in text for code in ("405", "503")), text  # the registry's status ...
-    assert "Method not allowed" in text  # ... and its answer
-
-
-def test_wrong_credentials_are_refused_and_nothing_is_pushed(
-    iris_crate: IrisCrate, base_layout: BaseLayout, tmp_path: Path
-) -> None:
-    import base64
-
-    with running_registry(tmp_path / "auth", htpasswd={"ci": "right-password"}) as reg:
-        env = {"MODELCRATE_REGISTRY_USER": "ci", "MODELCRATE_REGISTRY_PASSWORD": "wrong-password"}
-        proc = modelcrate_cli(
-            "containerize",
-            iris_crate.ref,
-            "--store",
-            str(iris_crate.store_root),
-            "--base",
-            base_layout.ref,
-            "--insecure-registry",
-            "--push",
-            f"{reg.host}/{REPO}:1",
-            env=env,
-        )
-        good = "Basic " + base64.b64encode(b"ci:right-password").decode()
-        tags = registry_tags(reg, REPO, auth=good)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "401" in proc.stderr, proc.stderr
-    assert "error[" in proc.stderr
-    assert "hint:" in proc.stderr
-    assert "pushed" not in proc.stdout
-    assert tags == []
-
-
-def test_a_stopped_registry_is_a_clear_error(
-    iris_crate: IrisCrate, base_layout: BaseLayout, tmp_path: Path
-) -> None:
-    with running_registry(tmp_path / "gone") as reg:
-        host = reg.host
-    with pytest.raises(InputError) as err:
-        containerize(
-            iris_crate, base=base_layout.ref, push=f"{host}/{REPO}:1", insecure_registry=True
-        )
-    assert host in err.value.render()

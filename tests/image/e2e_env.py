@@ -241,6 +241,13 @@ def skopeo_copy(src: str, dst: str, *, timeout: float = 300) -> None:
     )
 
 
+def skopeo_inspect(ref: str) -> dict[str, Any]:
+    """``skopeo inspect`` of an image in a plain-HTTP registry (Digest, Layers, ...)."""
+    raw = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], timeout=60)
+    doc: dict[str, Any] = json.loads(raw.stdout)
+    return doc
+
+
 def manifest_digest(ref: str) -> tuple[str, dict[str, Any]]:
     """The digest of the manifest a registry serves for ``ref`` (sha256 of its bytes), and it."""
     raw = run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], timeout=60)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -68,6 +69,10 @@ def pip_platforms(platform: str) -> list[str]:
     return tags + [f"{name}_{arch}" for name in legacy]
 
 
+# Bump when slim.py changes what it leaves out; "nostrip" layers come from hosts without binutils.
+_SLIM_VERSION = "2" if shutil.which("strip") else "2-nostrip"
+
+
 def cache_key(lock_sha256: str, *, python_version: str, platform: str, epoch: int) -> str:
     doc = {
         "format": FORMAT,
@@ -76,6 +81,7 @@ def cache_key(lock_sha256: str, *, python_version: str, platform: str, epoch: in
         "platform": platform,
         "root": SITE_PACKAGES,
         "epoch": epoch,
+        "slim": _SLIM_VERSION,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -188,8 +194,10 @@ def _pip_error(stderr: str, python_version: str, platform: str) -> InputError:
 
 def _layer_files(target: Path) -> Iterator[LayerFile]:
     """Everything pip put under ``target``, as layer entries, minus host-specific files."""
+    from modelcrate.image import slim
     from modelcrate.image.tarlayer import LayerFile
 
+    strip = slim.strip_tool()
     for dirpath, dirnames, filenames in os.walk(target):
         here = Path(dirpath)
         rel_dir = here.relative_to(target).as_posix()
@@ -197,7 +205,7 @@ def _layer_files(target: Path) -> Iterator[LayerFile]:
             dirnames[:] = sorted(d for d in dirnames if d != "bin")
         else:
             dirnames.sort()
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        dirnames[:] = [d for d in dirnames if d != "__pycache__" and slim.keep_dir(rel_dir, d)]
         base = SITE_PACKAGES if rel_dir == "." else f"{SITE_PACKAGES}/{rel_dir}"
         if rel_dir != ".":
             yield LayerFile(path=base, data=None, mode=0o755)
@@ -206,7 +214,11 @@ def _layer_files(target: Path) -> Iterator[LayerFile]:
             st = path.lstat()
             if not stat.S_ISREG(st.st_mode) or name.endswith((".pyc", ".pyo")):
                 continue  # wheels hold regular files only; pip made nothing else we need
+            if not slim.keep_file(name):
+                continue  # headers, stubs, sources: nothing a server imports (see slim.py)
             data = path.read_bytes()
+            if slim.strippable(name, rel_dir):
+                data = slim.strip_debug(data, strip)
             if name == "RECORD" and rel_dir.endswith(".dist-info"):
                 data = _without_outside_paths(data)
             mode = 0o755 if st.st_mode & 0o111 else 0o644

@@ -173,6 +173,8 @@ def image_config(
             "PYTHONPATH": f"{APP_ROOT}:{SITE_PACKAGES}",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
+            # the non-root user has no home folder: libraries that cache (ONNX Runtime) use /tmp
+            "HOME": "/tmp",
         },
     )
     labels = {

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from modelcrate.cli.render import stdout_console, step_progress
 
+if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     from modelcrate.crate.build import BuiltCrate
     from modelcrate.crate.manifest import Manifest
@@ -68,15 +65,6 @@ def _store(path: Path | None) -> Store:
     return Store.default(path)
 
 
-def _out() -> Console:
-    """Results on stdout; piped output is not cut at 80 columns (digests and paths are long)."""
-    from rich.console import Console
-
-    return Console(
-        file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add the crate commands to ``app``."""
     app.command("build")(build_cmd)
@@ -116,7 +104,7 @@ def build_cmd(
 
     err = Console(stderr=True, highlight=False)
     try:
-        with _progress(err) as progress:
+        with step_progress(err, STEP_LABELS) as progress:
             built = build(
                 path,
                 name=name,
@@ -134,7 +122,7 @@ def build_cmd(
 
         render_text(exc.report, err, fail_on=Severity.HIGH)
         raise
-    _render_built(built, _out())
+    _render_built(built, stdout_console())
 
 
 def list_cmd(
@@ -158,7 +146,7 @@ def list_cmd(
         ]
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
-    out = _out()
+    out = stdout_console()
     if not records:
         out.print("no crates in the store (build one with 'modelcrate build MODEL')")
         return
@@ -190,7 +178,7 @@ def show_cmd(
         doc = {"path": str(path), **manifest.model_dump(mode="json")}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        _render_manifest(manifest, path, _out())
+        _render_manifest(manifest, path, stdout_console())
     sys.stdout.flush()
 
 
@@ -203,7 +191,7 @@ def rm_cmd(
 ) -> None:
     """Remove crates from the store."""
     removed = _store(store).remove(ref, all_versions=all_versions)
-    out = _out()
+    out = stdout_console()
     for r in removed:
         out.print(f"removed {r.ref}")
 
@@ -217,7 +205,7 @@ def export_cmd(
     from modelcrate.crate.archive import export_crate
 
     exported = export_crate(_store(store), ref, output)
-    _out().print(
+    stdout_console().print(
         f"exported {exported.record.ref} to {exported.path} "
         f"({_size(exported.size)}, sha256:{exported.sha256})"
     )
@@ -232,44 +220,10 @@ def import_cmd(
 
     committed = import_crate(_store(store), archive)
     note = " (already in the store)" if committed.existed else ""
-    _out().print(f"imported {committed.record.ref}{note}")
+    stdout_console().print(f"imported {committed.record.ref}{note}")
 
 
 # -- rendering ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def _progress(console: Console) -> Iterator[Callable[[str], None]]:
-    """One line per build step: a spinner while it runs, a tick and its seconds when done."""
-    from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
-    from rich.text import Text
-
-    class Seconds(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            return Text(f"{task.elapsed or 0.0:5.2f}s", style="dim")
-
-    columns = (SpinnerColumn(finished_text=""), TextColumn("{task.description}"), Seconds())
-    state: dict[str, TaskID] = {}
-    with Progress(*columns, console=console, transient=False) as progress:
-
-        def finish(mark: str, style: str) -> None:
-            for step, task in state.items():
-                if not progress.tasks[task].finished:
-                    progress.update(
-                        task, description=f"[{style}]{mark}[/] {STEP_LABELS[step]}", completed=1
-                    )
-                    progress.stop_task(task)
-
-        def on_step(step: str) -> None:
-            finish("✓", "green")
-            state[step] = progress.add_task(STEP_LABELS.get(step, step), total=1)
-
-        try:
-            yield on_step
-        except BaseException:
-            finish("✗", "red")
-            raise
-        finish("✓", "green")
 
 
 def _render_built(built: BuiltCrate, out: Console) -> None:

@@ -6,14 +6,13 @@ stderr, the result to stdout; errors map to exit codes in ``modelcrate.cli.main`
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from modelcrate.cli.render import stdout_console, step_progress
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -98,7 +97,7 @@ def containerize_cmd(
     from modelcrate.image.containerize import containerize
 
     err = Console(stderr=True, highlight=False)
-    with _progress(err) as progress:
+    with step_progress(err, STEP_LABELS) as progress:
         result = containerize(
             crate,
             base=base,
@@ -110,50 +109,9 @@ def containerize_cmd(
             store=store,
             progress=progress,
         )
-    _render(result, _out())
+    _render(result, stdout_console())
     if not result.written and result.pushed is None:
         err.print("nothing written: pass --output oci:DIR or --push HOST/REPO:TAG", style="yellow")
-
-
-def _out() -> Console:
-    from rich.console import Console
-
-    return Console(
-        file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240
-    )
-
-
-@contextmanager
-def _progress(console: Console) -> Iterator[Callable[[str], None]]:
-    """One line per step: a spinner while it runs, a tick and its seconds when done."""
-    from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
-    from rich.text import Text
-
-    class Seconds(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            return Text(f"{task.elapsed or 0.0:5.2f}s", style="dim")
-
-    columns = (SpinnerColumn(finished_text=""), TextColumn("{task.description}"), Seconds())
-    state: dict[str, TaskID] = {}
-    with Progress(*columns, console=console, transient=False) as progress:
-
-        def finish(mark: str, style: str) -> None:
-            for step, task in state.items():
-                if not progress.tasks[task].finished:
-                    label = STEP_LABELS.get(step, step)
-                    progress.update(task, description=f"[{style}]{mark}[/] {label}", completed=1)
-                    progress.stop_task(task)
-
-        def on_step(step: str) -> None:
-            finish("✓", "green")
-            state[step] = progress.add_task(STEP_LABELS.get(step, step), total=1)
-
-        try:
-            yield on_step
-        except BaseException:
-            finish("✗", "red")
-            raise
-        finish("✓", "green")
 
 
 def _render(result: ImageResult, out: Console) -> None:

@@ -195,3 +195,88 @@ def test_typed_predict_and_metrics_over_http(server: Server, iris: Built) -> Non
     assert 'modelcrate_requests_total{method="POST",route="/predict",status="200"}' in metrics
     assert 'route="/v2/models/{name}/infer",status="200"' in metrics
     assert "modelcrate_request_duration_seconds_bucket" in metrics
+
+
+def test_tritonclient_binary_default_mode_equals_the_model(server: Server, iris: Built) -> None:
+    """tritonclient's defaults: binary inputs and binary outputs, over a real socket."""
+    import tritonclient.http as httpclient
+
+    x = iris.frame.to_numpy()  # 150 rows: larger than the inline limit, predicted in a thread
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    outputs = [
+        httpclient.InferRequestedOutput("label", binary_data=True),
+        httpclient.InferRequestedOutput("probabilities", binary_data=True),
+    ]
+    client = httpclient.InferenceServerClient(url=server.host_port)
+    try:
+        result = client.infer("iris", [tensor], outputs=outputs, request_id="bin-1")
+        implicit = client.infer("iris", [tensor])  # no outputs named: binary_data_output
+    finally:
+        client.close()
+    onnx_labels, onnx_probs = _expected(iris, x)
+    for res in (result, implicit):
+        assert [v.decode() for v in res.as_numpy("label")] == onnx_labels
+        probs = res.as_numpy("probabilities")
+        assert probs.dtype == np.float32
+        np.testing.assert_array_equal(probs, onnx_probs)
+    response = result.get_response()
+    assert response["id"] == "bin-1"
+    assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
+
+
+def test_kserve_rest_client_v2_binary_infer(server: Server, iris: Built) -> None:
+    from kserve import InferenceRESTClient, RESTConfig
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    x = iris.frame.to_numpy()[2::11]
+
+    async def run() -> object:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=30))
+        try:
+            tensor = InferInput(name="input", shape=list(x.shape), datatype="FP32")
+            tensor.set_data_from_numpy(x, binary_data=True)
+            request = InferRequest(
+                model_name="iris",
+                infer_inputs=[tensor],
+                request_id="kb-1",
+                parameters={"binary_data_output": True},
+            )
+            return await client.infer(server.url, request, model_name="iris")
+        finally:
+            await client.close()
+
+    response = asyncio.run(run())
+    outputs = {o.name: o.as_numpy() for o in response.outputs}  # type: ignore[attr-defined]
+    onnx_labels, onnx_probs = _expected(iris, x)
+    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in outputs["label"]]
+    assert labels == onnx_labels
+    np.testing.assert_array_equal(outputs["probabilities"], onnx_probs)
+
+
+def test_kserve_rest_client_v1_predict(server: Server, iris: Built) -> None:
+    from kserve import InferenceRESTClient, RESTConfig
+
+    x = iris.frame.to_numpy()[3::13]
+    recs = records(iris, slice(3, 150, 13))
+
+    async def run() -> tuple[bool, object, object]:
+        client = InferenceRESTClient(RESTConfig(protocol="v1", retries=0, timeout=30))
+        try:
+            live = await client.is_server_live(server.url)
+            ready = live and await client.is_model_ready(server.url, "iris")
+            by_list = await client.infer(server.url, {"instances": x.tolist()}, model_name="iris")
+            by_record = await client.infer(server.url, {"instances": recs}, model_name="iris")
+            return ready, by_list, by_record
+        finally:
+            await client.close()
+
+    ready, by_list, by_record = asyncio.run(run())
+    assert ready is True
+    assert by_list == by_record
+    assert isinstance(by_list, dict)
+    onnx_labels, onnx_probs = _expected(iris, x)
+    predictions = by_list["predictions"]
+    assert [p["label"] for p in predictions] == onnx_labels
+    got = np.array([[p["probabilities"][c] for c in IRIS_CLASSES] for p in predictions])
+    np.testing.assert_allclose(got, onnx_probs, atol=1e-6)

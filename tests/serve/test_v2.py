@@ -29,7 +29,7 @@ def _version(client: AppClient) -> str:
 def test_server_metadata_and_health(iris_client: AppClient) -> None:
     meta = iris_client.get("/v2").json()
     assert meta["name"] == "modelcrate"
-    assert meta["extensions"] == []
+    assert meta["extensions"] == ["binary_tensor_data"]
     assert iris_client.get("/v2/health/live").json() == {"live": True}
     ready = iris_client.get("/v2/health/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True})

@@ -6,14 +6,18 @@ stack (FastAPI, Uvicorn, NumPy) is imported inside the commands, never at CLI st
 
 from __future__ import annotations
 
+import copy
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from rich.console import Console
 
 from modelcrate._fs import atomic_write_bytes
@@ -63,6 +67,26 @@ def serve(
         str, typer.Option(help="Uvicorn log level: critical|error|warning|info|debug.")
     ] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body, in bytes (413 above; 0: no limit).", min=0)
+    ] = 8 * 1024 * 1024,
+    max_concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Requests handled at once per worker (503 with Retry-After above; 0: no limit).",
+            min=0,
+        ),
+    ] = 256,
+    timeout_s: Annotated[
+        float, typer.Option(help="Time limit of one request, in seconds (504; 0: none).", min=0)
+    ] = 30.0,
+    graceful_timeout_s: Annotated[
+        float,
+        typer.Option(
+            help="On SIGTERM, stop accepting and wait this long for accepted requests to finish.",
+            min=0,
+        ),
+    ] = 20.0,
 ) -> None:
     """Serve a crate: typed POST /predict, Open Inference Protocol V2 under /v2, /docs,
     /healthz, /readyz and Prometheus /metrics."""
@@ -70,6 +94,7 @@ def serve(
 
     from modelcrate.crate.layout import verify_crate
     from modelcrate.serve.app import CRATE_ENV, build_app
+    from modelcrate.serve.limits import LIMITS_ENV, Limits
     from modelcrate.serve.model import open_predictor, read_model_info
 
     crate_dir = resolve_crate(ref, store).resolve()
@@ -90,19 +115,34 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    common = {"host": host, "port": port, "log_level": log_level, "access_log": access_log}
-    if workers == 1:
-        app = build_app(info, lambda: predictor)
-        uvicorn.run(app, lifespan="on", **common)  # type: ignore[arg-type]
-    else:
-        os.environ[CRATE_ENV] = str(crate_dir)
-        uvicorn.run(
-            "modelcrate.serve.app:create_app_from_env",
-            factory=True,
-            workers=workers,
-            lifespan="on",
-            **common,  # type: ignore[arg-type]
-        )
+    limits = Limits(max_body_bytes, max_concurrency, timeout_s)
+    common = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "log_config": _log_config(log_level),
+        "timeout_graceful_shutdown": graceful_timeout_s,
+    }
+    # Uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # it found: a no-op one makes a graceful shutdown exit 0, as service managers expect.
+    previous = signal.signal(signal.SIGTERM, _ignore_signal)
+    try:
+        if workers == 1:
+            app = build_app(info, lambda: predictor, limits)
+            uvicorn.run(app, lifespan="on", **common)  # type: ignore[arg-type]
+        else:
+            os.environ[CRATE_ENV] = str(crate_dir)
+            os.environ[LIMITS_ENV] = limits.to_env()
+            uvicorn.run(
+                "modelcrate.serve.app:create_app_from_env",
+                factory=True,
+                workers=workers,
+                lifespan="on",
+                **common,  # type: ignore[arg-type]
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def predict(
@@ -149,6 +189,24 @@ def predict(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _ignore_signal(_sig: int, _frame: FrameType | None) -> None:
+    pass
+
+
+def _log_config(log_level: str) -> dict[str, Any]:
+    """Uvicorn's logging, with modelcrate's own records (start-up, shutdown summary) shown
+    through the same handler at the same level."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["modelcrate"] = {
+        "handlers": ["default"],
+        "level": log_level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 def _stderr() -> Console:

@@ -49,9 +49,8 @@ def strip_tool() -> str | None:
 def strippable(name: str, rel_dir: str) -> bool:
     """Python extension modules only: the libraries auditwheel vendors in ``<pkg>.libs/`` are
     patched by patchelf, and strip breaks their program headers ("not page-aligned")."""
-    return (".cpython-" in name or name.endswith(".abi3.so")) and not rel_dir.split("/")[
-        0
-    ].endswith(".libs")
+    top = rel_dir.split("/", 1)[0]
+    return (".cpython-" in name or name.endswith(".abi3.so")) and not top.endswith(".libs")
 
 
 def strip_debug(data: bytes, tool: str | None) -> bytes:

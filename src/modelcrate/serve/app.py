@@ -26,6 +26,7 @@ from modelcrate import __version__
 from modelcrate.errors import InputError
 from modelcrate.serve.codec import PredictionFailed
 from modelcrate.serve.health import add_health_routes
+from modelcrate.serve.limits import Gate, Limits, LimitsMiddleware
 from modelcrate.serve.metrics import Metrics, MetricsMiddleware
 from modelcrate.serve.model import ModelInfo, open_predictor, read_model_info
 from modelcrate.serve.state import NotReady, ServingState
@@ -56,9 +57,13 @@ def create_app_from_env() -> FastAPI:
     return create_app(Path(crate))
 
 
-def build_app(info: ModelInfo, loader: Callable[[], Predictor]) -> FastAPI:
-    """The app for ``info``; ``loader`` returns the predictor and runs once, at start-up."""
+def build_app(
+    info: ModelInfo, loader: Callable[[], Predictor], limits: Limits | None = None
+) -> FastAPI:
+    """The app for ``info``; ``loader`` returns the predictor and runs once, at start-up.
+    ``limits`` default to those ``modelcrate serve`` set for its workers, else the defaults."""
     metrics = Metrics(info)
+    gate = Gate(limits if limits is not None else Limits.from_env())
     state = ServingState(info, loader, metrics)
 
     @asynccontextmanager
@@ -68,6 +73,7 @@ def build_app(info: ModelInfo, loader: Callable[[], Predictor]) -> FastAPI:
             yield
         finally:
             state.unload()
+            log.info("shutdown: %s", gate.summary())
 
     sig = info.signature
     app = FastAPI(
@@ -77,6 +83,8 @@ def build_app(info: ModelInfo, loader: Callable[[], Predictor]) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.serving = state
+    app.state.gate = gate
+    app.add_middleware(LimitsMiddleware, gate=gate)  # inside the metrics: refusals counted
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(V2Error, _v2_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -164,7 +172,10 @@ def _description(info: ModelInfo) -> str:
     ]
     if sig.classes:
         lines.append("Classes: " + ", ".join(f"`{c}`" for c in sig.classes) + ".")
-    lines += ["", "Also speaks the Open Inference Protocol V2 under `/v2` (JSON tensors)."]
+    lines += [
+        "",
+        "Also speaks the Open Inference Protocol V2 under `/v2` (JSON and binary tensors).",
+    ]
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ def add_health_routes(app: FastAPI, state: ServingState) -> None:
     @app.get("/", tags=["health"], summary="What this server serves")
     async def index() -> Response:
         doc = {
+            "status": "alive",  # what the KServe V1 SDK's is_server_live() reads
             "name": info.name,
             "version": info.version,
             "ready": state.ready,

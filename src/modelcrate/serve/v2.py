@@ -4,9 +4,10 @@ The V2 model name is the crate's name; its one version is the crate version (cli
 use the bare hex digest or a prefix of it). A purely numeric model (``signature.tensor_input``)
 takes one ``[rows, features]`` tensor, as ONNX graphs and KServe expect, and also accepts one
 tensor per column; any other model takes one tensor per column, ``BYTES`` for strings. Tensor
-``data`` is row-major, flat or nested. Outputs are ``label`` (BYTES) and ``probabilities``
-(FP32 ``[rows, classes]``) for classifiers, ``prediction`` for regressors. Every error answers
-``{"error": "..."}`` with a 4xx/5xx status.
+``data`` is row-major, flat or nested, or raw bytes after the JSON header with the binary tensor
+data extension (``v2_binary``); outputs are answered in binary where requested. Outputs are
+``label`` (BYTES) and ``probabilities`` (FP32 ``[rows, classes]``) for classifiers,
+``prediction`` for regressors. Every error answers ``{"error": "..."}`` with a 4xx/5xx status.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from modelcrate import __version__
 from modelcrate.crate.signature import V2_DATATYPE
 from modelcrate.serve.codec import JSON_OPTIONS, NUMPY_DTYPE, checked_output
+from modelcrate.serve.v2_binary import BinaryFormatError, binary_chunks, decode, encode, split_body
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from modelcrate.serve.model import ModelInfo
 
 SERVER_NAME = "modelcrate"
-EXTENSIONS: list[str] = []  # binary tensors arrive with the serving-performance work
+EXTENSIONS: list[str] = ["binary_tensor_data"]  # see v2_binary.py
 
 
 class V2Error(Exception):
@@ -58,6 +60,7 @@ class InferRequest:
     rows: int
     outputs: tuple[str, ...]
     id: str | None
+    binary_outputs: frozenset[str] = frozenset()  # outputs to answer as raw bytes
 
 
 def server_metadata() -> dict[str, Any]:
@@ -115,9 +118,18 @@ class V2Codec:
 
     # -- requests --------------------------------------------------------------------------
 
-    def parse_request(self, body: bytes) -> InferRequest:
+    def parse_request(self, body: bytes, header_length: str | None = None) -> InferRequest:
+        """Parse an infer request; ``header_length`` is the ``Inference-Header-Content-Length``
+        header of a binary request (None for plain JSON)."""
+        blob: memoryview | None = None
+        header: bytes | memoryview = body
+        if header_length is not None:
+            try:
+                header, blob = split_body(body, header_length)
+            except BinaryFormatError as exc:
+                raise V2Error(400, str(exc)) from None
         try:
-            doc = orjson.loads(body)
+            doc = orjson.loads(header)
         except orjson.JSONDecodeError as exc:
             raise V2Error(400, f"the request body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
@@ -132,6 +144,10 @@ class V2Codec:
             if t["name"] in tensors:
                 raise V2Error(400, f"input {t['name']!r} is given more than once")
             tensors[t["name"]] = t
+        try:
+            chunks = binary_chunks(raw, blob)
+        except BinaryFormatError as exc:
+            raise V2Error(400, str(exc)) from None
 
         specs = self.columns
         if self.tensor is not None and not (
@@ -142,7 +158,7 @@ class V2Codec:
         arrays: dict[str, np.ndarray] = {}
         rows = -1
         for spec in specs:
-            arr = _tensor(tensors[spec.name], spec)
+            arr = _tensor(tensors[spec.name], spec, chunks.get(spec.name))
             if rows not in (-1, arr.shape[0]):
                 raise V2Error(
                     400, f"input {spec.name!r} has {arr.shape[0]} rows; other inputs have {rows}"
@@ -155,11 +171,15 @@ class V2Codec:
             arrays = {self.tensor.name: stacked}
 
         request_id = doc.get("id")
+        params = doc.get("parameters")
+        binary_default = isinstance(params, dict) and params.get("binary_data_output") is True
+        outputs, binary = self._requested_outputs(doc.get("outputs"), binary_default)
         return InferRequest(
             inputs=arrays,
             rows=rows,
-            outputs=self._requested_outputs(doc.get("outputs")),
+            outputs=outputs,
             id=request_id if isinstance(request_id, str) else None,
+            binary_outputs=binary,
         )
 
     def _check_names(self, tensors: dict[str, Any], specs: tuple[TensorSpec, ...]) -> None:
@@ -175,12 +195,18 @@ class V2Codec:
             if name not in tensors:
                 raise V2Error(400, f"missing input {name!r} for model {self.info.name!r}")
 
-    def _requested_outputs(self, raw: object) -> tuple[str, ...]:
+    def _requested_outputs(
+        self, raw: object, binary_default: bool
+    ) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The requested output names, and those to answer in binary: an output's own
+        ``binary_data`` parameter wins over the request's ``binary_data_output``."""
+        every = frozenset(self.output_names) if binary_default else frozenset()
         if raw is None:
-            return self.output_names
+            return self.output_names, every
         if not isinstance(raw, list):
             raise V2Error(400, "'outputs' must be a list of objects with a 'name'")
         names: list[str] = []
+        binary: set[str] = set()
         for i, o in enumerate(raw):
             name = o.get("name") if isinstance(o, dict) else None
             if not isinstance(name, str):
@@ -192,33 +218,50 @@ class V2Codec:
                     + ", ".join(repr(n) for n in self.output_names),
                 )
             names.append(name)
-        return tuple(names) or self.output_names
+            params = o.get("parameters")
+            flag = params.get("binary_data") if isinstance(params, dict) else None
+            if flag is True or (flag is None and binary_default):
+                binary.add(name)
+        if not names:
+            return self.output_names, every
+        return tuple(names), frozenset(binary)
 
     # -- responses -------------------------------------------------------------------------
 
-    def response(self, outputs: Mapping[str, np.ndarray], request: InferRequest) -> bytes:
+    def response(
+        self, outputs: Mapping[str, np.ndarray], request: InferRequest
+    ) -> tuple[bytes, int | None]:
+        """The response body, and the length of its JSON header when binary outputs follow it
+        (for ``Inference-Header-Content-Length``; None for a plain JSON body)."""
         tensors = []
+        blobs: list[bytes | memoryview] = []
         for name in request.outputs:
             out = self._outputs[name]
             arr = checked_output(outputs, name, request.rows)
             datatype = V2_DATATYPE[out.dtype]
-            data: Any
-            if datatype == "BYTES":
-                data = [str(v) for v in arr.reshape(-1).tolist()]
+            tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+            if name in request.binary_outputs:
+                blob = encode(arr, datatype)
+                blobs.append(blob)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+            elif datatype == "BYTES":
+                tensor["data"] = [str(v) for v in arr.reshape(-1).tolist()]
             else:
-                data = np.ascontiguousarray(arr, dtype=NUMPY_DTYPE[out.dtype]).reshape(-1)
-            tensors.append(
-                {"name": name, "datatype": datatype, "shape": list(arr.shape), "data": data}
-            )
+                tensor["data"] = np.ascontiguousarray(arr, dtype=NUMPY_DTYPE[out.dtype]).reshape(-1)
+            tensors.append(tensor)
         doc: dict[str, Any] = {"model_name": self.info.name, "model_version": self.info.version}
         if request.id is not None:
             doc["id"] = request.id
         doc["outputs"] = tensors
-        return orjson.dumps(doc, option=JSON_OPTIONS)
+        header = orjson.dumps(doc, option=JSON_OPTIONS)
+        if not blobs:
+            return header, None
+        return b"".join([header, *blobs]), len(header)
 
 
-def _tensor(t: dict[str, Any], spec: TensorSpec) -> np.ndarray:
-    """One JSON tensor -> an array of shape [rows] (column) or [rows, width], checked."""
+def _tensor(t: dict[str, Any], spec: TensorSpec, chunk: memoryview | None) -> np.ndarray:
+    """One tensor -> an array of shape [rows] (column) or [rows, width], checked. ``chunk`` is
+    its binary data (binary tensor extension), or None for JSON ``data``."""
     name = spec.name
     datatype = t.get("datatype")
     if datatype != spec.datatype:
@@ -242,20 +285,20 @@ def _tensor(t: dict[str, Any], spec: TensorSpec) -> np.ndarray:
     rows = shape[0]
     if rows == 0:
         raise V2Error(400, f"input {name!r} has no rows; send at least one")
+    expected = math.prod(shape)
+    if chunk is not None:
+        try:
+            flat = decode(chunk, name, spec.datatype, expected)
+        except BinaryFormatError as exc:
+            raise V2Error(400, str(exc)) from None
+        arr = flat.astype(NUMPY_DTYPE[spec.dtype], copy=False)  # no copy on little-endian hosts
+        return arr.reshape((rows,) if spec.width is None else (rows, spec.width))
     data = t.get("data")
     if data is None:
-        params = t.get("parameters")
-        if isinstance(params, dict) and "binary_data_size" in params:
-            raise V2Error(
-                400,
-                f"input {name!r} uses the binary tensor extension, which this server does not "
-                "support yet; send JSON 'data' (tritonclient: binary_data=False)",
-            )
         raise V2Error(400, f"input {name!r} has no 'data'")
     if not isinstance(data, list):
         raise V2Error(400, f"input {name!r}: 'data' must be a list")
     arr = _to_array(data, spec)
-    expected = math.prod(shape)
     if arr.size != expected:
         raise V2Error(400, f"input {name!r} has {arr.size} values; shape {shape} needs {expected}")
     return arr.reshape((rows,) if spec.width is None else (rows, spec.width))

@@ -1,4 +1,6 @@
-"""The routes of the Open Inference Protocol V2 REST API (the protocol itself is in ``v2``)."""
+"""The routes of the Open Inference Protocol V2 REST API (the protocol itself is in ``v2``, its
+binary tensor data extension in ``v2_binary``), and with them KServe's V1 ``:predict`` routes
+(``kserve_v1``): one call serves both protocols."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from modelcrate.serve.codec import PredictionFailed
+from modelcrate.serve.kserve_v1 import add_v1_routes
 from modelcrate.serve.state import NotReady
 from modelcrate.serve.v2 import V2Codec, V2Error, server_metadata
+from modelcrate.serve.v2_binary import HEADER, OCTET_STREAM
 
 if TYPE_CHECKING:
     from modelcrate.serve.state import ServingState
@@ -26,7 +30,11 @@ _TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer"}},
         "datatype": {"type": "string", "examples": ["FP32", "BYTES"]},
         "parameters": {"type": "object"},
-        "data": {"type": "array", "description": "row-major values, flat or nested"},
+        "data": {
+            "type": "array",
+            "description": "row-major values, flat or nested; omitted for a binary tensor "
+            "(parameters.binary_data_size)",
+        },
     },
 }
 _INFER_DOC: dict[str, Any] = {
@@ -54,11 +62,31 @@ _INFER_DOC: dict[str, Any] = {
                         },
                     },
                 }
-            }
+            },
+            OCTET_STREAM: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": f"Binary tensor data extension: the JSON request ({HEADER} "
+                    "bytes), then the raw data of each input with parameters.binary_data_size",
+                }
+            },
         },
     },
+    "parameters": [
+        {
+            "name": HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "The length of the JSON header of a binary request",
+        }
+    ],
     "responses": {
-        "200": {"description": "The inference response: one tensor per requested output"},
+        "200": {
+            "description": "The inference response: one tensor per requested output; with "
+            f"binary outputs, the {HEADER} header gives the length of the JSON part"
+        },
         "400": {"description": 'Bad request: {"error": "..."}'},
         "404": {"description": 'Unknown model or version: {"error": "..."}'},
         "503": {"description": 'The model is not ready: {"error": "..."}'},
@@ -83,10 +111,13 @@ def add_v2_routes(app: FastAPI, state: ServingState) -> None:
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         codec.check_model(name, version)
-        parsed = codec.parse_request(await request.body())
+        parsed = codec.parse_request(await request.body(), request.headers.get(HEADER))
         try:
             outputs = await state.predict(parsed.inputs, parsed.rows)
-            return ok(codec.response(outputs, parsed))
+            body, header_length = codec.response(outputs, parsed)
+            if header_length is None:
+                return ok(body)
+            return Response(body, media_type=OCTET_STREAM, headers={HEADER: str(header_length)})
         except NotReady as exc:
             raise V2Error(503, f"model {name!r} is not ready: {exc}") from None
         except PredictionFailed as exc:
@@ -139,3 +170,5 @@ def add_v2_routes(app: FastAPI, state: ServingState) -> None:
     )
     async def v2_infer_version(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)
+
+    add_v1_routes(app, state)

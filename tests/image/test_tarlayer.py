@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelcrate._epoch import source_date_epoch
 from modelcrate.errors import InputError
 from modelcrate.image.tarlayer import (
     MEDIA_TYPE_LAYER_GZIP,
@@ -21,7 +22,6 @@ from modelcrate.image.tarlayer import (
     files_from_dir,
     layer_from_blob,
     sha256_digest,
-    source_date_epoch,
 )
 
 FILES = [

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from modelcrate._epoch import source_date_epoch
 from modelcrate.crate.errors import IntegrityError
 from modelcrate.crate.layout import MODEL_DIR, SIDE_FILES, crate_files, verify_crate
 from modelcrate.crate.store import Committed, CrateRecord, Store, store_error
@@ -48,7 +49,7 @@ def export_crate(store: Store, ref: str, tar_path: Path | str) -> Exported:
     crate_dir = store.resolve(ref)
     manifest = verify_crate(crate_dir)
     out = Path(tar_path)
-    mtime = _source_date_epoch()
+    mtime = source_date_epoch()
     compress = out.name.endswith((".gz", ".tgz"))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -249,14 +250,3 @@ def _with_parents(files: list[str]) -> list[str]:
     """Files plus their parent folders (as ``dir/``), sorted so folders come first."""
     dirs = {"/".join(f.split("/")[:i]) + "/" for f in files for i in range(1, f.count("/") + 1)}
     return sorted([*files, *dirs])
-
-
-def _source_date_epoch() -> int:
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    try:
-        return max(0, int(raw)) if raw else 0
-    except ValueError as exc:
-        raise InputError(
-            f"SOURCE_DATE_EPOCH={raw!r} is not an integer",
-            hint="set it to seconds since 1970-01-01 UTC, or unset it",
-        ) from exc

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelcrate._epoch import source_date_epoch
 from modelcrate.crate.signature import Signature
 from modelcrate.errors import InputError
 
@@ -236,17 +236,7 @@ def canonical_json(data: object) -> bytes:
 
 def created_now() -> str:
     """RFC 3339 UTC, second precision; ``SOURCE_DATE_EPOCH`` wins when set (reproducible builds)."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    if raw is not None and raw.strip():
-        try:
-            epoch = int(raw.strip())
-        except ValueError as exc:
-            raise InputError(
-                f"SOURCE_DATE_EPOCH={raw!r} is not an integer",
-                hint="set it to seconds since 1970-01-01 UTC, or unset it",
-            ) from exc
-    else:
-        epoch = int(time.time())
+    epoch = source_date_epoch(default=int(time.time()))
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 

@@ -109,6 +109,7 @@ def containerize(
     ``app_source``: the modelcrate package folder to ship (default: the installed one);
     ``pip_args``: extra pip options for the wheels layer.
     """
+    from modelcrate._epoch import source_date_epoch
     from modelcrate.crate.layout import SBOM_FILE
     from modelcrate.crate.store import Store
     from modelcrate.image.assemble import (
@@ -122,7 +123,6 @@ def containerize(
         source_digest,
     )
     from modelcrate.image.base import DEFAULT_BASE, check_python_version, resolve_base
-    from modelcrate.image.tarlayer import source_date_epoch
     from modelcrate.image.wheels import wheel_layer
 
     if image_format not in FORMATS:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from modelcrate._epoch import source_date_epoch
 from modelcrate.errors import InputError
 
 if TYPE_CHECKING:
@@ -320,7 +321,7 @@ def _check_destination(out: Path) -> None:
 
 def _write_tree(out: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` into a temp folder beside ``out``, then swap it into place."""
-    epoch = _epoch()
+    epoch = source_date_epoch()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -357,17 +358,6 @@ def _write_tree(out: Path, files: dict[str, bytes]) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _epoch() -> int:
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    try:
-        return max(0, int(raw)) if raw else 0
-    except ValueError as exc:
-        raise InputError(
-            f"SOURCE_DATE_EPOCH={raw!r} is not an integer",
-            hint="set it to seconds since 1970-01-01 UTC, or unset it",
-        ) from exc
 
 
 def _write_error(out: Path, exc: OSError) -> InputError:

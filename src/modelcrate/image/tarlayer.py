@@ -70,23 +70,6 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def source_date_epoch() -> int:
-    """``SOURCE_DATE_EPOCH`` as an int (0 when unset); a bad value is an input error."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise InputError(
-            f"SOURCE_DATE_EPOCH={raw!r} is not a non-negative integer",
-            hint="set it to seconds since 1970-01-01 (e.g. `git log -1 --format=%ct`) or unset it",
-        )
-    return value
-
-
 def build_layer(files: Iterable[LayerFile], *, epoch: int = 0, level: int = GZIP_LEVEL) -> Layer:
     """Write ``files`` as one deterministic gzip layer (parents added, entries sorted)."""
     if epoch < 0:

@@ -357,11 +357,8 @@ def test_an_unreachable_registry_is_an_input_error(build: Build) -> None:
 
 
 def _cli(args: list[str]) -> int:
-    from modelcrate.cli import app, image_cmd, main
+    from modelcrate.cli import main
 
-    main(["--version"])  # registers the stage commands
-    if not any(c.name == "containerize" for c in app.registered_commands):
-        image_cmd.register(app)  # until the CLI wires it
     return main(args)
 
 

@@ -286,11 +286,7 @@ def test_gpu_needs_onnxruntime_in_the_lock(crate: Path, tmp_path: Path) -> None:
 
 def test_cli(crate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from modelcrate import cli
-    from modelcrate.cli import dockerfile_cmd
 
-    cli._register_commands()
-    if not any(c.name == "dockerfile" for c in cli.app.registered_commands):
-        dockerfile_cmd.register(cli.app)  # until modelcrate.cli wires it
     store = str(crate.parent.parent)
     rc = cli.main(["dockerfile", "iris", str(tmp_path / "ctx"), "--store", store])
     out = capsys.readouterr().out

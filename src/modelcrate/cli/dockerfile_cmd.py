@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from modelcrate.cli.serve_cmd import RefArgument, StoreOption
+
 if TYPE_CHECKING:
     from modelcrate.image.dockerfile import DockerContext
 
@@ -22,9 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def dockerfile_cmd(
-    crate: Annotated[
-        str, typer.Argument(help="NAME[:VERSION] of a crate in the store, or a crate folder.")
-    ],
+    crate: RefArgument,
     directory: Annotated[
         Path, typer.Argument(help="Folder for the Dockerfile and build context (new or empty).")
     ],
@@ -42,14 +42,7 @@ def dockerfile_cmd(
             "--gpu", help="NVIDIA CUDA runtime base; onnxruntime-gpu replaces onnxruntime."
         ),
     ] = False,
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            "--store",
-            help="Store folder (default: $MODELCRATE_HOME, else ~/.modelcrate).",
-            show_default=False,
-        ),
-    ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Write a production Dockerfile and its build context for a crate into DIRECTORY.
 

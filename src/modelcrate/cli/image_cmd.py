@@ -7,12 +7,12 @@ stderr, the result to stdout; errors map to exit codes in ``modelcrate.cli.main`
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelcrate.cli.render import stdout_console, step_progress
+from modelcrate.cli.serve_cmd import RefArgument, StoreOption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,9 +42,7 @@ def register(app: typer.Typer) -> None:
 
 
 def containerize_cmd(
-    crate: Annotated[
-        str, typer.Argument(help="NAME[:VERSION] of a crate in the store, or a crate folder.")
-    ],
+    crate: RefArgument,
     base: Annotated[
         str | None,
         typer.Option(
@@ -79,14 +77,7 @@ def containerize_cmd(
     insecure_registry: Annotated[
         bool, typer.Option(help="Talk plain HTTP to the registries (base and push).")
     ] = False,
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            "--store",
-            help="Store folder (default: $MODELCRATE_HOME, else ~/.modelcrate).",
-            show_default=False,
-        ),
-    ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Build a reproducible OCI image of a crate, without Docker: base, wheels, model, code.
 

@@ -122,7 +122,7 @@ def test_app_layer_holds_the_crate_files_and_the_runtime(crate_dir: Path) -> Non
     members = _members(layer.blob)
     for name in ("crate.yaml", "requirements.lock", "scan.json", "signature.json"):
         assert f"{CRATE_ROOT.lstrip('/')}/{name}" in members
-    assert f"{APP_ROOT.lstrip('/')}/modelcrate/cli/serve_cmd.py" in members
+    assert f"{APP_ROOT.lstrip('/')}/modelcrate/cli/serve_click.py" in members
     assert not [n for n in members if n.startswith("opt/modelcrate/crate/model")]
 
 

@@ -24,7 +24,7 @@ class AppClient:
     def __enter__(self) -> AppClient:
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self.portal = self._portal_cm.__enter__()
-        self._lifespan = self.app.router.lifespan_context(self.app)
+        self._lifespan = self.app.lifespan()
         self.portal.call(self._lifespan.__aenter__)
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
         self.client = httpx.AsyncClient(transport=transport, base_url="http://testserver")

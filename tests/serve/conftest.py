@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-
 from modelcrate.serve import create_app, open_predictor, read_model_info
+from modelcrate.serve.fast import ServingApp
 from tests.serve import crates
 from tests.serve.asgi import AppClient
 from tests.serve.crates import Built
@@ -20,7 +19,7 @@ def predictor_for(built: Built) -> Any:
     return open_predictor(read_model_info(built.crate_dir))
 
 
-def make_app(built: Built) -> FastAPI:
+def make_app(built: Built) -> ServingApp:
     return create_app(built.crate_dir)
 
 

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 
-from modelcrate import cli
 from modelcrate.cli import main
-from modelcrate.cli.serve_cmd import register, resolve_crate
+from modelcrate.cli.serve_cmd import resolve_crate
 from modelcrate.crate.manifest import load_manifest
 from modelcrate.crate.store import Store
 from modelcrate.errors import InputError
@@ -24,16 +22,7 @@ from tests.serve.crates import IRIS_CLASSES, Built, records
 
 
 @pytest.fixture(autouse=True)
-def serve_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``main`` with the serve commands registered on a fresh app (whatever cli wires)."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def _root() -> None:
-        """modelcrate"""
-
-    register(app)
-    monkeypatch.setattr(cli, "app", app)
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MODELCRATE_HOME", str(tmp_path / "home"))
 
 
@@ -225,7 +214,7 @@ def test_bad_input_raises_input_error_from_the_library(iris: Built, tmp_path: Pa
 
 def test_importing_the_commands_stays_light() -> None:
     code = (
-        "import sys, modelcrate.cli.serve_cmd; "
+        "import sys, modelcrate.cli.serve_cmd, modelcrate.cli.serve_click; "
         "heavy = ('numpy', 'fastapi', 'uvicorn', 'onnxruntime', 'pandas', 'pydantic'); "
         "print([m for m in heavy if m in sys.modules])"
     )

@@ -199,5 +199,5 @@ def test_the_app_refuses_large_bodies_and_counts_them(limited: AppClient, iris: 
     metrics = limited.get("/metrics").text
     assert 'method="POST",route="unmatched",status="413"} 2.0' in metrics  # refused unread
     assert 'method="POST",route="/predict",status="413"} 1.0' in metrics  # cut while read
-    gate: Gate = limited.app.state.gate
+    gate: Gate = limited.app.gate
     assert (gate.accepted, gate.answered, gate.refused, gate.in_flight) == (5, 5, 3, 0)

@@ -22,14 +22,6 @@ from tests.serve.crates import IRIS_CLASSES, Built, onnx_session, records
 
 pytestmark = pytest.mark.slow
 
-# The `serve` command exactly as the CLI registers it (independent of the CLI's wiring).
-LAUNCH = (
-    "import typer\n"
-    "from modelcrate.cli.serve_cmd import register\n"
-    "app = typer.Typer(add_completion=False)\n"
-    "register(app)\n"
-    "app()\n"
-)
 
 
 @dataclass(frozen=True)
@@ -50,7 +42,7 @@ def _free_port() -> int:
 def server(iris: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-c", LAUNCH, "serve", str(iris.crate_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "modelcrate", "serve", str(iris.crate_dir), "--port", str(port)]
     cmd += ["--no-access-log", "--log-level", "warning"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())

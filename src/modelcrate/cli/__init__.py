@@ -1,7 +1,8 @@
 """The command line: parses options, calls the library, renders results, maps exit codes.
 
-``scan`` is a plain click command (``scan_cmd``), the others a Typer app (``typer_app``): a per-file
-``modelcrate scan`` in a CI loop never imports Typer.
+``scan`` and ``serve`` are plain click commands (``scan_cmd``, ``serve_click``), the others a Typer
+app (``typer_app``): a per-file ``modelcrate scan`` in a CI loop and a server's cold start never
+import Typer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             from modelcrate.cli.scan_cmd import scan
 
             rc = scan.main(args[1:], prog_name="modelcrate scan", standalone_mode=False)
+        elif args[:1] == ["serve"]:
+            from modelcrate.cli.serve_click import serve
+
+            rc = serve.main(args[1:], prog_name="modelcrate serve", standalone_mode=False)
         else:
             from modelcrate.cli.typer_app import cli_group
 

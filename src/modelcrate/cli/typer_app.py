@@ -1,4 +1,5 @@
-"""The Typer application: every command but ``scan`` (see ``scan_cmd``), plus ``--version``."""
+"""The Typer application: every command but ``scan`` and ``serve`` (click commands, see
+``scan_cmd`` and ``serve_click``), plus ``--version``."""
 
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ dockerfile_cmd.register(app)
 
 
 def cli_group() -> click.Group:
-    """The click group behind ``modelcrate``: the Typer commands and the click ``scan``."""
+    """The click group behind ``modelcrate``: the Typer commands, the click ``scan`` and
+    ``serve``."""
     from modelcrate.cli.scan_cmd import scan
+    from modelcrate.cli.serve_click import serve
 
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
     group.add_command(scan, "scan")
+    group.add_command(serve, "serve")
     return group

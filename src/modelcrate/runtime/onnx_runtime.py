@@ -8,6 +8,7 @@ without a mapping is read from the graph output of the same name.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from modelcrate.runtime.outputs import labels_from_values, prediction, probabili
 
 __all__ = ["INPUT_KEY", "LABEL_MAP_KEY", "MISSING_KEY", "OUTPUT_KEY", "OnnxPredictor"]
 
+THREADS_ENV = "MODELCRATE_ORT_THREADS"  # intra-op threads per process (default: its CPUs)
 OUTPUT_KEY = "onnx_output."
 INPUT_KEY = "onnx_input."  # a column whose graph input has another name (sanitised by skl2onnx)
 # JSON {emitted label: class label} when the graph's labels are not the class labels as
@@ -40,11 +42,19 @@ _NUMPY_TYPES: dict[str, Any] = {
 class OnnxPredictor:
     """Runs an ONNX graph with ONNX Runtime: on CUDA where the GPU build and a GPU are there."""
 
-    def __init__(self, data: bytes, signature: Signature, *, path: str = "model.onnx") -> None:
+    def __init__(
+        self,
+        data: bytes,
+        signature: Signature,
+        *,
+        path: str = "model.onnx",
+        threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # converters' benign shape warnings stay out of logs
+        configure_threads(options, threads)
         available = set(ort.get_available_providers())
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         try:
@@ -138,6 +148,28 @@ class OnnxPredictor:
                 )
             feeds[feed] = col.reshape(-1, 1) if rank == 2 else col
         return feeds
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(options: Any, threads: int | None) -> None:
+    """ONNX Runtime's intra-op threads: ``threads``, else ``$MODELCRATE_ORT_THREADS``, else the
+    CPUs of this process's affinity mask (ORT's default counts the machine's cores, so a server
+    pinned to one core would run competing threads). Idle threads sleep instead of spinning:
+    a spinning pool burns the CPU the event loop needs between predictions."""
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else cpu_count()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
 
 
 def _mismatch(path: str, want: str, graph_inputs: dict[str, Any]) -> InputError:

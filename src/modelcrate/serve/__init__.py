@@ -1,13 +1,28 @@
-"""Serving a crate: the FastAPI app (typed ``/predict``, Open Inference Protocol V2, health,
-metrics) and in-process predictions through the same conversion path.
+"""Serving a crate: the ASGI app (typed ``/predict``, Open Inference Protocol V2, KServe V1,
+health, metrics; FastAPI only for the documentation) and in-process predictions through the
+same conversion path.
 
-Importing this package loads the serving stack (FastAPI, NumPy); the CLI imports it lazily.
+The names below load on first use, so that importing a submodule (the server's hot path)
+does not import the rest of the serving stack.
 """
 
-from modelcrate.serve.app import build_app, create_app, create_app_from_env
-from modelcrate.serve.codec import Codec, PredictionFailed
-from modelcrate.serve.local import LocalPredictions, predict_file
-from modelcrate.serve.model import ModelInfo, open_predictor, read_model_info
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Codec": "modelcrate.serve.codec",
+    "PredictionFailed": "modelcrate.serve.codec",
+    "LocalPredictions": "modelcrate.serve.local",
+    "predict_file": "modelcrate.serve.local",
+    "ModelInfo": "modelcrate.serve.model",
+    "open_predictor": "modelcrate.serve.model",
+    "read_model_info": "modelcrate.serve.model",
+    "build_app": "modelcrate.serve.app",
+    "create_app": "modelcrate.serve.app",
+    "create_app_from_env": "modelcrate.serve.app",
+}
 
 __all__ = [
     "Codec",
@@ -21,3 +36,10 @@ __all__ = [
     "predict_file",
     "read_model_info",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelcrate.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

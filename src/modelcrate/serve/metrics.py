@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# Rows per model call and requests per model call (adaptive batching).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 UNMATCHED = "unmatched"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -66,6 +68,18 @@ class Metrics:
         self.rows = Counter(
             "modelcrate_predicted_rows", "Rows the model predicted (all routes).", registry=reg
         )
+        self.batch_rows = Histogram(
+            "modelcrate_batch_size_rows",
+            "Rows per model call (requests batched together add up).",
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.batch_requests = Histogram(
+            "modelcrate_batch_size_requests",
+            "Requests per model call.",
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
         self.ready = Gauge(
             "modelcrate_model_ready",
             "1 when the model passed its warm-up prediction.",
@@ -99,6 +113,10 @@ class Metrics:
 
     def observe_rows(self, rows: int) -> None:
         self.rows.inc(rows)
+
+    def observe_batch(self, rows: int, requests: int) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

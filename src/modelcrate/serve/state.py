@@ -1,21 +1,23 @@
 """The one model a server process holds: loaded at start, warmed up, then shared by every route.
 
 Readiness is earned, not assumed: ``ready`` turns True only after a warm-up prediction through
-the same conversion path as real requests succeeded. Predictions of a few rows run inline on
-the event loop (microseconds; a thread hop would cost more than the work); larger ones run in a
+the same conversion path as real requests succeeded. Every route predicts through the adaptive
+batcher (``serve.batching``) unless ``max_batch_size`` is 1: batches of a few rows run inline on
+the event loop (microseconds; a thread hop would cost more than the work), larger ones in a
 worker thread so that one big request does not stall the others.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 import numpy as np
 
+from modelcrate.serve.batching import Batcher, BatchError
 from modelcrate.serve.codec import Codec, PredictionFailed, predict_arrays
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class ServingState:
         self.ready = False
         self.reason = "the model is loading"
         self.load_seconds: float | None = None
+        self.batcher: Batcher | None = None
 
     def load(self) -> None:
         """Load the predictor once, then warm it up. A load failure raises (the server must not
@@ -63,6 +66,16 @@ class ServingState:
             self.reason = "ready"
         self.load_seconds = time.perf_counter() - started
         self.metrics.set_ready(self.ready)
+        if self.info.max_batch_size > 1:
+            predictor = self.predictor
+            self.batcher = Batcher(
+                lambda inputs: predict_arrays(predictor, dict(inputs)),
+                max_batch_size=self.info.max_batch_size,
+                max_latency_s=self.info.max_latency_ms / 1000,
+                inline_rows=INLINE_ROWS,
+                is_client_error=lambda exc: isinstance(exc, PredictionFailed) and exc.client_error,
+                observe=self.metrics.observe_batch,
+            )
 
     def unload(self) -> None:
         self.ready = False
@@ -75,9 +88,17 @@ class ServingState:
         predictor = self.predictor
         if not self.ready or predictor is None:
             raise NotReady(self.reason)
-        if rows <= INLINE_ROWS:
+        if self.batcher is not None:
+            try:
+                outputs = await self.batcher.submit(inputs, rows)
+            except BatchError as exc:
+                raise PredictionFailed(str(exc)) from None
+        elif rows <= INLINE_ROWS:
             outputs = predict_arrays(predictor, inputs)
+            self.metrics.observe_batch(rows, 1)
         else:
-            outputs = await anyio.to_thread.run_sync(predict_arrays, predictor, inputs)
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(None, predict_arrays, predictor, inputs)
+            self.metrics.observe_batch(rows, 1)
         self.metrics.observe_rows(rows)
         return outputs

@@ -1,0 +1,278 @@
+"""What every route answers, without a web framework: bytes in, :class:`Reply` out.
+
+The server's fast ASGI router (``serve.fast``) calls these directly; the FastAPI app that
+documents the API (``/docs``, ``/openapi.json``) routes to the very same methods, so there is
+one implementation of each endpoint. Nothing here imports FastAPI or Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import ValidationError
+
+from modelcrate.serve.codec import PredictionFailed, Record
+from modelcrate.serve.state import NotReady
+from modelcrate.serve.v2 import V2Codec, V2Error, server_metadata
+from modelcrate.serve.v2_binary import OCTET_STREAM
+
+if TYPE_CHECKING:
+    from modelcrate.serve.state import ServingState
+
+log = logging.getLogger("modelcrate.serve")
+
+JSON = b"application/json"
+MAX_REPORTED_ERRORS = 50  # in a 422 of /predict
+MAX_V1_ERRORS = 10  # in a 400 of V1 :predict
+Headers = list[tuple[bytes, bytes]]
+
+
+class Reply:
+    """A complete HTTP answer."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        body: bytes,
+        status: int = 200,
+        content_type: bytes = JSON,
+        headers: Headers | None = None,
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.content_type = content_type
+        self.headers = headers
+
+    @classmethod
+    def json(cls, doc: object, status: int = 200) -> Reply:
+        return cls(orjson.dumps(doc), status)
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Reply:
+        """The V2/V1 error body: ``{"error": message}``."""
+        return cls(orjson.dumps({"error": message}), status)
+
+
+class Handlers:
+    """The endpoints of one served model (built once per app, after its state)."""
+
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+        info = state.info
+        self.info = info
+        self.codec = state.codec
+        self.v2 = V2Codec(info)
+        self._names = tuple(info.signature.feature_names)
+        self._server_doc = orjson.dumps(server_metadata())
+        self._metadata_doc = orjson.dumps(self.v2.metadata)
+
+    # -- typed API -------------------------------------------------------------------------
+
+    async def predict(self, body: bytes) -> Reply:
+        codec = self.codec
+        try:
+            records, single = codec.parse_json(body)
+        except ValidationError as exc:
+            return validation_error(exc)
+        rows = len(records)
+        try:
+            outputs = await self.state.predict(codec.to_inputs(records), rows)
+            predictions = codec.to_predictions(outputs, rows)
+        except NotReady as exc:
+            return Reply.json({"detail": f"the model is not ready: {exc}"}, 503)
+        except PredictionFailed as exc:
+            if exc.client_error:
+                return Reply.json(
+                    {"detail": [{"loc": ["body"], "msg": str(exc), "type": "model"}]}, 422
+                )
+            log.error("prediction failed: %s", exc)
+            return Reply.json({"detail": f"prediction failed: {exc}"}, 500)
+        return Reply(codec.dumps(predictions[0] if single else predictions))
+
+    # -- health ----------------------------------------------------------------------------
+
+    def index(self) -> Reply:
+        info = self.info
+        return Reply.json(
+            {
+                "status": "alive",  # what the KServe V1 SDK's is_server_live() reads
+                "name": info.name,
+                "version": info.version,
+                "ready": self.state.ready,
+                "predict": "/predict",
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "v2": f"/v2/models/{info.name}",
+            }
+        )
+
+    def healthz(self) -> Reply:
+        return Reply(b'{"status":"ok"}')
+
+    def readyz(self) -> Reply:
+        state = self.state
+        if state.ready:
+            info = self.info
+            return Reply.json({"status": "ready", "model": info.name, "version": info.version})
+        return Reply.json({"status": "not ready", "reason": state.reason}, 503)
+
+    def metrics(self) -> Reply:
+        from modelcrate.serve.metrics import CONTENT_TYPE
+
+        return Reply(self.state.metrics.render(), content_type=CONTENT_TYPE.encode())
+
+    # -- Open Inference Protocol V2 --------------------------------------------------------
+
+    def v2_server(self) -> Reply:
+        return Reply(self._server_doc)
+
+    def v2_live(self) -> Reply:
+        return Reply(b'{"live":true}')
+
+    def v2_ready(self) -> Reply:
+        if self.state.ready:
+            return Reply(b'{"ready":true}')
+        return Reply(b'{"ready":false}', 503)
+
+    def v2_model(self, name: str, version: str | None) -> Reply:
+        try:
+            self.v2.check_model(name, version)
+        except V2Error as exc:
+            return Reply.error(exc.status, exc.message)
+        return Reply(self._metadata_doc)
+
+    def v2_model_ready(self, name: str, version: str | None) -> Reply:
+        try:
+            self.v2.check_model(name, version)
+        except V2Error as exc:
+            return Reply.error(exc.status, exc.message)
+        if not self.state.ready:
+            return Reply.error(503, f"model {name!r} is not ready: {self.state.reason}")
+        return Reply.json({"name": name, "ready": True})
+
+    async def v2_infer(
+        self, name: str, version: str | None, body: bytes, header_length: str | None
+    ) -> Reply:
+        codec = self.v2
+        try:
+            codec.check_model(name, version)
+            parsed = codec.parse_request(body, header_length)
+            outputs = await self.state.predict(parsed.inputs, parsed.rows)
+            data, json_length = codec.response(outputs, parsed)
+        except V2Error as exc:
+            return Reply.error(exc.status, exc.message)
+        except NotReady as exc:
+            return Reply.error(503, f"model {name!r} is not ready: {exc}")
+        except PredictionFailed as exc:
+            return self._failed(exc)
+        if json_length is None:
+            return Reply(data)
+        return Reply(
+            data,
+            content_type=OCTET_STREAM.encode(),
+            headers=[(b"inference-header-content-length", str(json_length).encode())],
+        )
+
+    # -- KServe V1 -------------------------------------------------------------------------
+
+    def v1_model(self, name: str) -> Reply:
+        if name != self.info.name:
+            return self._unknown(name)
+        if not self.state.ready:
+            return Reply.error(503, f"model {name!r} is not ready: {self.state.reason}")
+        return Reply.json({"name": name, "ready": True})
+
+    async def v1_predict(self, name: str, body: bytes) -> Reply:
+        if name != self.info.name:
+            return self._unknown(name)
+        codec = self.codec
+        try:
+            records = v1_records(body, self._names, codec)
+            rows = len(records)
+            outputs = await self.state.predict(codec.to_inputs(records), rows)
+            predictions = codec.to_predictions(outputs, rows)
+        except V2Error as exc:
+            return Reply.error(exc.status, exc.message)
+        except NotReady as exc:
+            return Reply.error(503, f"model {name!r} is not ready: {exc}")
+        except PredictionFailed as exc:
+            return self._failed(exc)
+        return Reply(codec.dumps({"predictions": predictions}))
+
+    def _unknown(self, name: str) -> Reply:
+        return Reply.error(
+            404, f"model {name!r} is not served here; this server serves {self.info.name!r}"
+        )
+
+    @staticmethod
+    def _failed(exc: PredictionFailed) -> Reply:
+        if exc.client_error:
+            return Reply.error(400, str(exc))
+        log.error("prediction failed: %s", exc)
+        return Reply.error(500, f"prediction failed: {exc}")
+
+
+def validation_error(exc: ValidationError) -> Reply:
+    """The 422 of ``/predict``: FastAPI's shape, each problem naming its record and field."""
+    errors = exc.errors(include_url=False, include_context=False)
+    detail = [
+        {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"], "input": e.get("input")}
+        for e in errors[:MAX_REPORTED_ERRORS]
+    ]
+    if len(errors) > MAX_REPORTED_ERRORS:
+        detail.append(
+            {
+                "type": "too_many_errors",
+                "loc": ["body"],
+                "msg": f"{len(errors) - MAX_REPORTED_ERRORS} more errors not shown",
+                "input": None,
+            }
+        )
+    return Reply(orjson.dumps({"detail": detail}, default=repr), 422)
+
+
+def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:
+    """The validated records of a V1 request body (``{"instances": [...]}``)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise V2Error(400, f"the request body is not valid JSON: {exc}") from None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise V2Error(400, "the request body must be an object with a non-empty 'instances' list")
+    raw: list[Any] = []
+    for i, inst in enumerate(instances):
+        if isinstance(inst, list):
+            if len(inst) != len(names):
+                raise V2Error(
+                    400,
+                    f"instances[{i}] has {len(inst)} values; the model takes {len(names)}: "
+                    + ", ".join(names),
+                )
+            raw.append(dict(zip(names, inst, strict=True)))
+        elif isinstance(inst, dict):
+            raw.append(inst)
+        else:
+            raise V2Error(
+                400, f"instances[{i}] must be a record (object) or a list of feature values"
+            )
+    try:
+        records: list[Record] = codec.validate_records(raw)
+    except ValidationError as exc:
+        raise V2Error(400, _describe_v1(exc)) from None
+    return records
+
+
+def _describe_v1(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_context=False)
+    parts = []
+    for e in errors[:MAX_V1_ERRORS]:
+        loc = list(e["loc"])
+        where = f"instances[{loc[0]}]" if loc and isinstance(loc[0], int) else "instances"
+        field = ".".join(str(p) for p in loc[1:])
+        parts.append(f"{where}{'.' + field if field else ''}: {e['msg']}")
+    more = len(errors) - MAX_V1_ERRORS
+    return "invalid instances: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -80,11 +80,13 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def verify_crate(crate_dir: Path) -> Manifest:
+def verify_crate(crate_dir: Path, manifest: Manifest | None = None) -> Manifest:
     """Check a crate folder against its manifest: version digest, every artifact's size and
-    sha256, the lock, the signature and scan summaries. Raises IntegrityError naming the file."""
+    sha256, the lock, the signature and scan summaries. Raises IntegrityError naming the file.
+    ``manifest``: the folder's ``crate.yaml`` already parsed by the caller (not re-read)."""
     crate_dir = Path(crate_dir)
-    manifest = load_manifest(crate_dir)
+    if manifest is None:
+        manifest = load_manifest(crate_dir)
     yaml_path = str(crate_dir / MANIFEST_NAME)
     if manifest.compute_version() != manifest.version:
         raise IntegrityError(

@@ -120,9 +120,8 @@ class Handlers:
         return Reply.json({"status": "not ready", "reason": state.reason}, 503)
 
     def metrics(self) -> Reply:
-        from modelcrate.serve.metrics import CONTENT_TYPE
-
-        return Reply(self.state.metrics.render(), content_type=CONTENT_TYPE.encode())
+        text, content_type = self.state.metrics.render()
+        return Reply(text, content_type=content_type.encode())
 
     # -- Open Inference Protocol V2 --------------------------------------------------------
 

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelcrate.errors import InputError
 
@@ -39,6 +39,8 @@ class ModelInfo:
     created: str = ""
     max_batch_size: int = 64
     max_latency_ms: float = 2.0
+    # the parsed crate.yaml it was read from (``open_predictor`` verifies the files against it)
+    manifest: Any = field(default=None, repr=False, compare=False)
 
     @property
     def platform(self) -> str:
@@ -74,6 +76,7 @@ def read_model_info(crate_dir: Path) -> ModelInfo:
         created=manifest.created,
         max_batch_size=manifest.batching.max_batch_size,
         max_latency_ms=manifest.batching.max_latency_ms,
+        manifest=manifest,
     )
 
 
@@ -85,5 +88,5 @@ def open_predictor(info: ModelInfo) -> Predictor:
 
     if info.crate_dir is None:
         raise InputError("this model has no crate folder to load its artifacts from")
-    verify_crate(info.crate_dir)
+    verify_crate(info.crate_dir, info.manifest)
     return load_predictor(info.crate_dir, info.runtime, list(info.artifacts), info.signature)

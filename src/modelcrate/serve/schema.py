@@ -10,7 +10,7 @@ The JSON Schemas of the same types go into ``/openapi.json``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter
@@ -31,17 +31,68 @@ _list: Any = list
 _union: Any = Union
 
 
-@dataclass(frozen=True)
 class PredictSchema:
-    """The compiled validators and the OpenAPI schemas of one model's ``/predict``."""
+    """The compiled validators and the OpenAPI schemas of one model's ``/predict``.
 
-    one: TypeAdapter[Any]  # a single record
-    many: TypeAdapter[Any]  # a non-empty list of records
-    request: dict[str, Any]  # requestBody schema (refs into ``components``)
-    response: dict[str, Any]  # 200 response schema
-    components: dict[str, Any]  # named schemas for ``components/schemas``
-    record_name: str
-    prediction_name: str
+    The validators compile at once (every request needs them); the JSON Schemas are generated
+    on first use (only ``/openapi.json`` needs them: a server's start-up does not pay for them).
+    """
+
+    def __init__(self, record: Any, prediction: Any, record_name: str, prediction_name: str):
+        self.record_name = record_name
+        self.prediction_name = prediction_name
+        self._record = record
+        self._prediction = prediction
+        self.one: TypeAdapter[Any] = TypeAdapter(record)  # a single record
+        # a non-empty list of records
+        self.many: TypeAdapter[Any] = TypeAdapter(_annotated[_list[record], Field(min_length=1)])
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The requestBody schema (refs into ``components``)."""
+        return self._json_schemas[0]
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The 200 response schema."""
+        return self._json_schemas[1]
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """Named schemas for ``components/schemas``."""
+        return self._json_schemas[2]
+
+    @cached_property
+    def _json_schemas(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        record, prediction = self._record, self._prediction
+        request_t: TypeAdapter[Any] = TypeAdapter(
+            _annotated[
+                _union[record, _list[record]],
+                Field(description="one record, or a non-empty list of records"),
+            ]
+        )
+        response_t: TypeAdapter[Any] = TypeAdapter(
+            _annotated[
+                _union[prediction, _list[prediction]],
+                Field(description="one prediction per record; a list when the request was a list"),
+            ]
+        )
+        error_t: TypeAdapter[Any] = TypeAdapter(ValidationErrorBody)
+        schemas, defs = TypeAdapter.json_schemas(
+            [
+                ("request", "validation", request_t),
+                ("response", "serialization", response_t),
+                ("error", "serialization", error_t),
+            ],
+            ref_template=REF_TEMPLATE,
+        )
+        components = dict(defs.get("$defs", {}))
+        components["PredictValidationError"] = schemas[("error", "serialization")]
+        return (
+            schemas[("request", "validation")],
+            schemas[("response", "serialization")],
+            components,
+        )
 
 
 def type_prefix(model_name: str) -> str:
@@ -103,40 +154,7 @@ def build_predict_schema(sig: Signature, model_name: str) -> PredictSchema:
     )
     prediction.__pydantic_config__ = ConfigDict(title=prediction_name)
 
-    one: TypeAdapter[Any] = TypeAdapter(record)
-    many: TypeAdapter[Any] = TypeAdapter(_annotated[_list[record], Field(min_length=1)])
-    request_t: TypeAdapter[Any] = TypeAdapter(
-        _annotated[
-            _union[record, _list[record]],
-            Field(description="one record, or a non-empty list of records"),
-        ]
-    )
-    response_t: TypeAdapter[Any] = TypeAdapter(
-        _annotated[
-            _union[prediction, _list[prediction]],
-            Field(description="one prediction per record; a list when the request was a list"),
-        ]
-    )
-    error_t: TypeAdapter[Any] = TypeAdapter(ValidationErrorBody)
-    schemas, defs = TypeAdapter.json_schemas(
-        [
-            ("request", "validation", request_t),
-            ("response", "serialization", response_t),
-            ("error", "serialization", error_t),
-        ],
-        ref_template=REF_TEMPLATE,
-    )
-    components = dict(defs.get("$defs", {}))
-    components["PredictValidationError"] = schemas[("error", "serialization")]
-    return PredictSchema(
-        one=one,
-        many=many,
-        request=schemas[("request", "validation")],
-        response=schemas[("response", "serialization")],
-        components=components,
-        record_name=record_name,
-        prediction_name=prediction_name,
-    )
+    return PredictSchema(record, prediction, record_name, prediction_name)
 
 
 class ValidationErrorItem(TypedDict):

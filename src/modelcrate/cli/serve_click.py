@@ -120,9 +120,8 @@ def serve(
     import uvicorn
 
     from modelcrate.cli.refs import resolve_crate
-    from modelcrate.crate.layout import verify_crate
-    from modelcrate.serve.app import BATCHING_ENV, CRATE_ENV, build_app
-    from modelcrate.serve.limits import LIMITS_ENV, Limits
+    from modelcrate.serve.app import build_app
+    from modelcrate.serve.limits import Limits
     from modelcrate.serve.model import open_predictor, read_model_info
 
     crate_dir = resolve_crate(ref, store).resolve()
@@ -132,13 +131,11 @@ def serve(
         max_batch_size=max_batch_size or info.max_batch_size,
         max_latency_ms=info.max_latency_ms if max_latency_ms is None else max_latency_ms,
     )
-    # Load (one worker) or verify (workers load their own) now: a bad crate fails here, with a
-    # clear error and exit 2, before anything listens.
-    if workers == 1:
-        predictor = open_predictor(info)
-    else:
-        verify_crate(crate_dir)
-    _banner(info, host, port)
+    # Verify and load now, before anything listens: a bad crate fails here with a clear error
+    # and exit 2. Workers are forked after the load and share the model's memory; their ONNX
+    # Runtime session has no thread pool (pool threads do not survive a fork).
+    predictor = open_predictor(info, threads=1 if workers > 1 else None)
+    _banner(info, host, port, workers)
     limits = Limits(max_body_bytes, max_concurrency, timeout_s)
     common = {
         "host": host,
@@ -147,30 +144,34 @@ def serve(
         "access_log": access_log,
         "log_config": _log_config(log_level),
         "timeout_graceful_shutdown": graceful_timeout_s,
+        "ws": "none",  # nothing here speaks WebSocket: do not import a WebSocket stack
     }
+    if workers > 1:
+        from modelcrate.serve.prefork import serve_prefork
+
+        code = serve_prefork(
+            lambda: build_app(info, lambda: predictor, limits),
+            workers=workers,
+            host=host,
+            port=port,
+            uvicorn_kwargs={
+                "lifespan": "on",
+                **{k: v for k, v in common.items() if k not in ("host", "port")},
+            },
+            graceful_timeout_s=graceful_timeout_s,
+        )
+        raise click.exceptions.Exit(code)
     # Uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
     # it found: a no-op one makes a graceful shutdown exit 0, as service managers expect.
     previous = signal.signal(signal.SIGTERM, _ignore_signal)
     try:
-        if workers == 1:
-            app = build_app(info, lambda: predictor, limits)
-            uvicorn.run(app, lifespan="on", **common)  # type: ignore[arg-type]
-        else:
-            os.environ[CRATE_ENV] = str(crate_dir)
-            os.environ[LIMITS_ENV] = limits.to_env()
-            os.environ[BATCHING_ENV] = f"{info.max_batch_size},{info.max_latency_ms}"
-            uvicorn.run(
-                "modelcrate.serve.app:create_app_from_env",
-                factory=True,
-                workers=workers,
-                lifespan="on",
-                **common,  # type: ignore[arg-type]
-            )
+        app = build_app(info, lambda: predictor, limits)
+        uvicorn.run(app, lifespan="on", **common)  # type: ignore[arg-type]
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _banner(info: ModelInfo, host: str, port: int) -> None:
+def _banner(info: ModelInfo, host: str, port: int, workers: int) -> None:
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"
     batching = (
@@ -178,12 +179,14 @@ def _banner(info: ModelInfo, host: str, port: int) -> None:
         if info.max_batch_size > 1
         else "off"
     )
+    shared = " (forked after the model loaded: one copy of it)" if workers > 1 else ""
     sys.stderr.write(
         f"{info.name} {info.version} ({info.flavor}, {info.runtime})\n"
         f"  typed API  POST {url}/predict   docs {url}/docs\n"
         f"  V2         POST {url}/v2/models/{info.name}/infer\n"
         f"  health     {url}/healthz  {url}/readyz  metrics {url}/metrics\n"
         f"  batching   {batching}\n"
+        f"  workers    {workers}{shared}\n"
     )
     sys.stderr.flush()
 

@@ -42,9 +42,18 @@ class Predictor(Protocol):
 
 
 def load_predictor(
-    crate_dir: Path, runtime: str, artifacts: list[str], signature: Signature
+    crate_dir: Path,
+    runtime: str,
+    artifacts: list[str],
+    signature: Signature,
+    *,
+    threads: int | None = None,
 ) -> Predictor:
-    """Load the crate's model artifact (the first ``model/`` file in ``artifacts``)."""
+    """Load the crate's model artifact (the first ``model/`` file in ``artifacts``).
+
+    ONNX Runtime loads the graph from its path (the caller verified the file's digest): from
+    bytes, a session keeps those bytes for its lifetime, a second copy of the weights, and
+    external data files could not be found. ``threads``: ONNX Runtime's intra-op threads."""
     root = Path(crate_dir).resolve()
     model_files = [a for a in artifacts if a.startswith("model/")]
     if not model_files:
@@ -60,6 +69,16 @@ def load_predictor(
             path=str(root),
             hint="the manifest is forged or corrupt; rebuild the crate",
         )
+    if runtime == "onnxruntime":
+        from modelcrate.runtime.onnx_runtime import OnnxPredictor
+
+        if not target.is_file():
+            raise InputError(
+                "cannot read the model artifact: it is missing",
+                path=str(target),
+                hint="the crate is incomplete; re-import or rebuild it",
+            )
+        return OnnxPredictor(str(target), signature, path=str(target), threads=threads)
     try:
         data = target.read_bytes()
     except OSError as exc:

@@ -40,11 +40,12 @@ _NUMPY_TYPES: dict[str, Any] = {
 
 
 class OnnxPredictor:
-    """Runs an ONNX graph with ONNX Runtime: on CUDA where the GPU build and a GPU are there."""
+    """Runs an ONNX graph with ONNX Runtime: on CUDA where the GPU build and a GPU are there.
+    ``data``: the graph's bytes, or its file path."""
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | str,
         signature: Signature,
         *,
         path: str = "model.onnx",

@@ -10,7 +10,6 @@ touch FastAPI (see ``serve.fast``); ``serve.docs_app`` builds the FastAPI app on
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,31 +25,22 @@ if TYPE_CHECKING:
     from modelcrate.runtime import Predictor
     from modelcrate.serve.fast import ServingApp
 
-CRATE_ENV = "MODELCRATE_SERVE_CRATE"  # the crate folder, for `--workers N` (app factory)
-BATCHING_ENV = "MODELCRATE_SERVE_BATCHING"  # "max_batch_size,max_latency_ms" set by the CLI
+CRATE_ENV = "MODELCRATE_SERVE_CRATE"  # the crate folder, for `uvicorn --factory` (app factory)
 
 
 def create_app(crate_dir: Path) -> ServingApp:
     """The service of the crate at ``crate_dir`` (its model is loaded when the app starts)."""
-    info = with_batching_from_env(read_model_info(Path(crate_dir)))
+    info = read_model_info(Path(crate_dir))
     return build_app(info, lambda: open_predictor(info))
 
 
 def create_app_from_env() -> ServingApp:
-    """App factory for ``uvicorn --factory`` and worker processes: the crate from the env."""
+    """App factory for ``uvicorn --factory modelcrate.serve.app:create_app_from_env``: the crate
+    folder from ``$MODELCRATE_SERVE_CRATE``, limits from ``$MODELCRATE_SERVE_LIMITS``."""
     crate = os.environ.get(CRATE_ENV)
     if not crate:
         raise InputError(f"{CRATE_ENV} is not set", hint="run 'modelcrate serve NAME|DIR'")
     return create_app(Path(crate))
-
-
-def with_batching_from_env(info: ModelInfo) -> ModelInfo:
-    """``info`` with the batching settings ``modelcrate serve`` passed to its workers."""
-    raw = os.environ.get(BATCHING_ENV)
-    if not raw:
-        return info
-    size, latency = raw.split(",")
-    return dataclasses.replace(info, max_batch_size=int(size), max_latency_ms=float(latency))
 
 
 def build_app(

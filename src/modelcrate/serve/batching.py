@@ -86,7 +86,7 @@ class Batcher:
     async def submit(self, inputs: Arrays, rows: int) -> Arrays:
         """Queue one request's inputs; returns its rows of the outputs."""
         loop = asyncio.get_running_loop()
-        key = tuple((name, arr.shape[1:], arr.dtype.str) for name, arr in inputs.items())
+        key = tuple([(name, arr.shape[1:], arr.dtype) for name, arr in inputs.items()])
         item = _Item(inputs, rows, loop.create_future(), key)
         self._queue.append(item)
         self._queued_rows += rows

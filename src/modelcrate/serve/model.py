@@ -80,13 +80,16 @@ def read_model_info(crate_dir: Path) -> ModelInfo:
     )
 
 
-def open_predictor(info: ModelInfo) -> Predictor:
+def open_predictor(info: ModelInfo, *, threads: int | None = None) -> Predictor:
     """Verify the crate's files against its manifest, then load the runtime (ONNX Runtime or
-    a native booster). A tampered or incomplete crate raises ``IntegrityError`` (exit 2)."""
+    a native booster). A tampered or incomplete crate raises ``IntegrityError`` (exit 2).
+    ``threads``: ONNX Runtime's intra-op threads (1 makes the session safe to fork)."""
     from modelcrate.crate.layout import verify_crate
     from modelcrate.runtime import load_predictor
 
     if info.crate_dir is None:
         raise InputError("this model has no crate folder to load its artifacts from")
     verify_crate(info.crate_dir, info.manifest)
-    return load_predictor(info.crate_dir, info.runtime, list(info.artifacts), info.signature)
+    return load_predictor(
+        info.crate_dir, info.runtime, list(info.artifacts), info.signature, threads=threads
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from modelcrate.serve import create_app, open_predictor, read_model_info
 from modelcrate.serve.fast import ServingApp
 from tests.serve import crates

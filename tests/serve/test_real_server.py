@@ -23,7 +23,6 @@ from tests.serve.crates import IRIS_CLASSES, Built, onnx_session, records
 pytestmark = pytest.mark.slow
 
 
-
 @dataclass(frozen=True)
 class Server:
     url: str

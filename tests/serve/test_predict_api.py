@@ -97,7 +97,7 @@ def test_wrong_type_is_named_with_its_record_index(iris_client: AppClient, iris:
     detail = _detail(iris_client.post("/predict", json=recs))
     assert len(detail) == 1
     assert detail[0]["loc"] == ["body", 2, "sepal width (cm)"]
-    assert detail[0]["type"] == "float_parsing"
+    assert detail[0]["type"] == "float_type"  # strict: a string is not a number
     assert detail[0]["input"] == "wide"
 
 
@@ -146,7 +146,12 @@ def test_openapi_documents_the_typed_contract(iris_client: AppClient) -> None:
     assert list(record["properties"]) == list(IRIS_FEATURES)
     assert record["required"] == list(IRIS_FEATURES)
     assert record["additionalProperties"] is False
-    assert {"type": "number"} in record["properties"]["sepal length (cm)"]["anyOf"]
+    number = record["properties"]["sepal length (cm)"]["anyOf"][0]
+    assert number == {
+        "type": "number",
+        "minimum": -3.4028234663852886e38,
+        "maximum": 3.4028234663852886e38,
+    }
     prediction = schemas["IrisPrediction"]
     assert prediction["properties"]["label"]["enum"] == list(IRIS_CLASSES)
     assert list(schemas["IrisProbabilities"]["properties"]) == list(IRIS_CLASSES)

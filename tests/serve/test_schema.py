@@ -80,11 +80,14 @@ def test_every_dtype_validates_and_converts(codec: Codec) -> None:
     ("field", "value", "error_type"),
     [
         ("i32", 2**31, "less_than_equal"),
-        ("i32", 1.5, "int_from_float"),
-        ("i64", "7", None),  # lax mode: a numeric string is accepted for an int
-        ("flag", "maybe", "bool_parsing"),
+        ("i32", 1.5, "int_type"),  # strict types: JSON numbers only, of the column's kind
+        ("i64", "7", "int_type"),
+        ("flag", "maybe", "bool_type"),
+        ("flag", 1, "bool_type"),
+        ("f32", True, "float_type"),
+        ("f32", 1e39, "less_than_equal"),  # beyond float32
         ("city", 3, "string_type"),
-        ("f32", "x", "float_parsing"),
+        ("f32", "x", "float_type"),
         ("f32", None, None),  # null: a missing value, NaN
     ],
 )

@@ -150,4 +150,14 @@ def predict_arrays(predictor: Any, inputs: dict[str, np.ndarray]) -> Mapping[str
         raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(result, Mapping):
         raise PredictionFailed(f"the predictor returned {type(result).__name__}, not a mapping")
+    for name, value in result.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and arr.ndim and not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+            raise PredictionFailed(
+                f"the model's {name!r} is not a number (NaN or infinite) for row(s) "
+                f"{bad[:10].tolist()}: their inputs hold missing or extreme values this model "
+                "cannot handle",
+                client_error=True,
+            )
     return result

@@ -17,6 +17,7 @@ The limits (413/503/504) and metrics middlewares wrap both paths; each fast rout
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -104,6 +105,10 @@ class ServingApp:
     async def lifespan(self) -> AsyncIterator[None]:
         """Load and warm up the model; on exit, unload it and log the request accounting."""
         self.serving.load()
+        # Everything loaded so far (the model, its runtime, the frameworks) lives as long as
+        # the process: out of the collector's sight, a collection scans per-request garbage only
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

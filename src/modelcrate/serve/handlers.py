@@ -7,6 +7,7 @@ one implementation of each endpoint. Nothing here imports FastAPI or Starlette.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -230,7 +231,12 @@ def validation_error(exc: ValidationError) -> Reply:
                 "input": None,
             }
         )
-    return Reply(orjson.dumps({"detail": detail}, default=repr), 422)
+    doc = {"detail": detail}
+    try:
+        body = orjson.dumps(doc, default=repr)
+    except TypeError:  # the input echoed holds an integer beyond 64 bits: orjson has no bigint
+        body = json.dumps(doc, default=repr, separators=(",", ":")).encode()
+    return Reply(body, 422)
 
 
 def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
 
 if TYPE_CHECKING:
     from modelcrate.serve.handlers import Handlers, Reply
@@ -45,6 +46,17 @@ def add_health_routes(app: FastAPI, h: Handlers) -> None:
     async def readyz() -> Response:
         return to_response(h.readyz())
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this process")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics of this process",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "The Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         return to_response(h.metrics())

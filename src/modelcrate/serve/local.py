@@ -126,7 +126,10 @@ def _table_records(path: Path, codec: Codec) -> list[Mapping[str, Any]]:
         )
     if frame.empty:
         raise InputError("the table has no rows", path=str(path), hint="give at least one row")
-    return frame[names].to_dict("records")  # type: ignore[no-any-return]
+    frame = frame[names]
+    # an empty cell is a missing value: null, as in JSON (NaN is not a number a record takes)
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")  # type: ignore[no-any-return]
 
 
 def _describe(exc: ValidationError, *, table: bool) -> str:

@@ -21,6 +21,7 @@ from modelcrate.crate.signature import Column, Output, Signature
 REF_TEMPLATE = "#/components/schemas/{model}"
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
+FLOAT32_MAX = 3.4028234663852886e38
 
 # Types built at run time from the signature: valid for Pydantic, opaque to type checkers,
 # so the typing constructors are used through ``Any`` aliases.
@@ -103,23 +104,40 @@ def type_prefix(model_name: str) -> str:
 
 
 def _input_type(col: Column) -> Any:
+    """Strict types: a number field takes JSON numbers only (not ``true`` or ``"3"``), finite
+    and within the column's range (a float32 column cannot hold 1e39); null is a missing
+    value for float columns."""
     if col.dtype in ("float32", "float64"):
+        limit = FLOAT32_MAX if col.dtype == "float32" else None
         return _annotated[
             float | None,
-            Field(description=f"{col.dtype}; null means a missing value (NaN)", examples=[0.0]),
+            Field(
+                strict=True,
+                allow_inf_nan=False,
+                ge=-limit if limit else None,
+                le=limit,
+                description=f"{col.dtype}; null means a missing value (NaN)",
+                examples=[0.0],
+            ),
         ]
     if col.dtype in ("int32", "int64"):
         lo, hi = INT32 if col.dtype == "int32" else INT64
-        return _annotated[int, Field(ge=lo, le=hi, description=col.dtype, examples=[0])]
+        return _annotated[
+            int, Field(strict=True, ge=lo, le=hi, description=col.dtype, examples=[0])
+        ]
     if col.dtype == "bool":
-        return _annotated[bool, Field(description="bool", examples=[False])]
+        return _annotated[bool, Field(strict=True, description="bool", examples=[False])]
     if col.categories:
         shown = ", ".join(col.categories[:20]) + (", ..." if len(col.categories) > 20 else "")
         return _annotated[
             str,
-            Field(description=f"string; known categories: {shown}", examples=[col.categories[0]]),
+            Field(
+                strict=True,
+                description=f"string; known categories: {shown}",
+                examples=[col.categories[0]],
+            ),
         ]
-    return _annotated[str, Field(description="string", examples=[""])]
+    return _annotated[str, Field(strict=True, description="string", examples=[""])]
 
 
 def _scalar(dtype: str) -> Any:

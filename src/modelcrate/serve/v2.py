@@ -171,6 +171,8 @@ class V2Codec:
             arrays = {self.tensor.name: stacked}
 
         request_id = doc.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise V2Error(400, "'id' must be a string")
         params = doc.get("parameters")
         binary_default = isinstance(params, dict) and params.get("binary_data_output") is True
         outputs, binary = self._requested_outputs(doc.get("outputs"), binary_default)

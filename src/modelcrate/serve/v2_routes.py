@@ -88,6 +88,15 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
+_MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": 'Unknown model or version: {"error": "..."}'},
+}
+_READY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_MODEL_ERRORS,
+    503: {"description": 'The model is not ready: {"error": "..."}'},
+}
+
+
 def add_v2_routes(app: FastAPI, h: Handlers) -> None:
     tags: list[str | Any] = ["v2"]
 
@@ -99,23 +108,40 @@ def add_v2_routes(app: FastAPI, h: Handlers) -> None:
     async def v2_live() -> Response:
         return to_response(h.v2_live())
 
-    @app.get("/v2/health/ready", tags=tags, summary="Server readiness")
+    @app.get(
+        "/v2/health/ready",
+        tags=tags,
+        summary="Server readiness",
+        responses={503: {"description": "Not ready"}},
+    )
     async def v2_ready() -> Response:
         return to_response(h.v2_ready())
 
-    @app.get("/v2/models/{name}", tags=tags, summary="Model metadata")
+    @app.get("/v2/models/{name}", tags=tags, summary="Model metadata", responses=_MODEL_ERRORS)
     async def v2_model(name: str) -> Response:
         return to_response(h.v2_model(name, None))
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=tags, summary="Model metadata")
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        tags=tags,
+        summary="Model metadata",
+        responses=_MODEL_ERRORS,
+    )
     async def v2_model_version(name: str, version: str) -> Response:
         return to_response(h.v2_model(name, version))
 
-    @app.get("/v2/models/{name}/ready", tags=tags, summary="Model readiness")
+    @app.get(
+        "/v2/models/{name}/ready", tags=tags, summary="Model readiness", responses=_READY_ERRORS
+    )
     async def v2_model_ready(name: str) -> Response:
         return to_response(h.v2_model_ready(name, None))
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=tags, summary="Model readiness")
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        tags=tags,
+        summary="Model readiness",
+        responses=_READY_ERRORS,
+    )
     async def v2_model_version_ready(name: str, version: str) -> Response:
         return to_response(h.v2_model_ready(name, version))
 

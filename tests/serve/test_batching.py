@@ -98,7 +98,7 @@ class SlowModel:
 
 def test_a_busy_model_flushes_at_the_deadline() -> None:
     model = SlowModel(0.5)
-    batcher = Batcher(model, max_batch_size=100, max_latency_s=0.02, inline_rows=0)
+    batcher = Batcher(model, max_batch_size=100, max_latency_s=0.02, inline_rows=0, max_parallel=2)
 
     async def main() -> None:
         first = asyncio.ensure_future(batcher.submit({"x": rows_for(1, 1)}, 1))
@@ -114,7 +114,7 @@ def test_a_busy_model_flushes_at_the_deadline() -> None:
 
 def test_a_busy_model_flushes_a_full_batch_and_waits_otherwise() -> None:
     model = SlowModel(0.3)
-    batcher = Batcher(model, max_batch_size=4, max_latency_s=60.0, inline_rows=0)
+    batcher = Batcher(model, max_batch_size=4, max_latency_s=60.0, inline_rows=0, max_parallel=2)
 
     async def main() -> None:
         first = asyncio.ensure_future(batcher.submit({"x": rows_for(1, 1)}, 1))

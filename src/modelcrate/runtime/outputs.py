@@ -17,6 +17,9 @@ def labels_from_values(values: Any) -> np.ndarray:
     arr = np.asarray(values).reshape(-1)
     if arr.dtype.kind == "O" and all(type(v) is str for v in arr):
         return arr
+    if len(arr) > 16 and arr.dtype.kind in "iuf":  # few classes, many rows: convert each once
+        unique, index = np.unique(arr, return_inverse=True)
+        return unique.astype(str).astype(object)[index]
     return arr.astype(str).astype(object)
 
 

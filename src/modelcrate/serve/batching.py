@@ -14,12 +14,13 @@ request's row count, in queue order. Requests whose inputs cannot be stacked (ot
 names, widths or dtypes) go to separate batches. A batch the model refuses as bad input is
 retried request by request, so one bad request fails alone. Small batches run on the event
 loop (a microsecond prediction costs less than a thread hop); batches above ``inline_rows``
-run in a worker thread, at most ``max_parallel`` at a time.
+run in a worker thread, at most ``max_parallel`` at a time (default: this process's CPUs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from typing import Any
 import numpy as np
 
 Arrays = Mapping[str, np.ndarray]
-DEFAULT_MAX_PARALLEL = 2
 
 
 @dataclass(eq=False)
@@ -59,7 +59,7 @@ class Batcher:
         max_batch_size: int = 64,
         max_latency_s: float = 0.002,
         inline_rows: int = 64,
-        max_parallel: int = DEFAULT_MAX_PARALLEL,
+        max_parallel: int | None = None,
         is_client_error: Callable[[BaseException], bool] = lambda _exc: False,
         observe: Callable[[int, int], None] = lambda _rows, _requests: None,
     ) -> None:
@@ -69,7 +69,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_latency_s = max(0.0, max_latency_s)
         self.inline_rows = inline_rows
-        self.max_parallel = max(1, max_parallel)
+        # threaded batches at once: more than the CPUs this process may use only adds latency
+        self.max_parallel = max(1, max_parallel or _cpus())
         self._is_client_error = is_client_error
         self._observe = observe
         self._queue: list[_Item] = []
@@ -210,6 +211,13 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result({name: arr[start:end] for name, arr in arrays.items()})
             start = end
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _stack(batch: list[_Item]) -> Arrays:

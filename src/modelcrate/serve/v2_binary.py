@@ -150,9 +150,13 @@ def encode(arr: np.ndarray, datatype: str) -> bytes | memoryview:
     contiguous in the wire dtype."""
     if datatype == "BYTES":
         parts: list[bytes] = []
+        encoded: dict[object, bytes] = {}  # labels repeat: each distinct one is encoded once
         for v in arr.reshape(-1).tolist():
-            b = v if isinstance(v, bytes) else str(v).encode()
-            parts += (_LENGTH.pack(len(b)), b)
+            b = encoded.get(v)
+            if b is None:
+                raw = v if isinstance(v, bytes) else str(v).encode()
+                b = encoded[v] = _LENGTH.pack(len(raw)) + raw
+            parts.append(b)
         return b"".join(parts)
     wire = np.ascontiguousarray(arr, dtype=WIRE_DTYPE[datatype])
     return wire.data.cast("B")

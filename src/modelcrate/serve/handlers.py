@@ -74,13 +74,18 @@ class Handlers:
 
     async def predict(self, body: bytes) -> Reply:
         codec = self.codec
+        fast = codec.parse_matrix(body)
+        if fast is not None:
+            inputs, rows, single = fast
+        else:
+            try:
+                records, single = codec.parse_json(body)
+            except ValidationError as exc:
+                return validation_error(exc)
+            rows = len(records)
+            inputs = codec.to_inputs(records)
         try:
-            records, single = codec.parse_json(body)
-        except ValidationError as exc:
-            return validation_error(exc)
-        rows = len(records)
-        try:
-            outputs = await self.state.predict(codec.to_inputs(records), rows)
+            outputs = await self.state.predict(inputs, rows)
             predictions = codec.to_predictions(outputs, rows)
         except NotReady as exc:
             return Reply.json({"detail": f"the model is not ready: {exc}"}, 503)

@@ -166,7 +166,7 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _ignore_signal)
     try:
         app = build_app(info, lambda: predictor, limits)
-        uvicorn.run(app, lifespan="on", **common)  # type: ignore[arg-type]
+        uvicorn.run(app, lifespan="on", http=app.http_protocol, **common)  # type: ignore[arg-type]
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -86,13 +86,18 @@ class Batcher:
 
     async def submit(self, inputs: Arrays, rows: int) -> Arrays:
         """Queue one request's inputs; returns its rows of the outputs."""
+        return await self.enqueue(inputs, rows)
+
+    def enqueue(self, inputs: Arrays, rows: int) -> asyncio.Future[Arrays]:
+        """Queue one request's inputs; the future gets its rows of the outputs (or the error).
+        Cancelling the future takes the request out of the queue if its batch has not run."""
         loop = asyncio.get_running_loop()
         key = tuple([(name, arr.shape[1:], arr.dtype) for name, arr in inputs.items()])
         item = _Item(inputs, rows, loop.create_future(), key)
         self._queue.append(item)
         self._queued_rows += rows
         self._schedule(loop)
-        return await item.future
+        return item.future
 
     # -- scheduling ------------------------------------------------------------------------
 

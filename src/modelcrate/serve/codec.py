@@ -9,6 +9,7 @@ regression value. The server and the CLI call exactly these methods, so they ans
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -91,21 +92,23 @@ class Codec:
             return None
         names = self._names
         width = len(names)
+        high = FLOAT32_MAX if self._float32 else math.inf
+        low = -high
         rows = []
         try:
             for record in records:
                 if type(record) is not dict or len(record) != width:
                     return None
                 row = [record[n] for n in names]
-                for v in row:
-                    kind = type(v)
-                    if kind is not float and kind is not int and v is not None:
-                        return None  # bool, str, list...: the validator says what is wrong
+                for v in row:  # a number in range, or null; anything else: the validator says
+                    if type(v) is float:
+                        if not low <= v <= high:
+                            return None
+                    elif v is not None and (type(v) is not int or not low <= v <= high):
+                        return None
                 rows.append(row)
             matrix = np.array(rows, dtype=np.float64)
         except (KeyError, OverflowError):
-            return None
-        if self._float32 and (np.abs(matrix) > FLOAT32_MAX).any():
             return None
         dtype = NUMPY_DTYPE[self.signature.tensor_dtype]
         return {self.signature.tensor_name: matrix.astype(dtype)}, len(rows), single

@@ -216,6 +216,14 @@ class ServingApp:
         scope["route"] = self._templates[template]
         return reply
 
+    @property
+    def http_protocol(self) -> type[asyncio.Protocol]:
+        """Uvicorn's HTTP protocol with ``POST /predict`` answered in place (``serve.protocol``):
+        pass it as ``uvicorn.run(app, http=app.http_protocol)``."""
+        from modelcrate.serve.protocol import fast_protocol
+
+        return fast_protocol(self)
+
     # -- the documented (FastAPI) app ------------------------------------------------------
 
     async def docs_app(self) -> ASGIApp:

@@ -20,6 +20,10 @@ from modelcrate.serve.v2 import V2Codec, V2Error, server_metadata
 from modelcrate.serve.v2_binary import OCTET_STREAM
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+
     from modelcrate.serve.state import ServingState
 
 log = logging.getLogger("modelcrate.serve")
@@ -73,30 +77,48 @@ class Handlers:
     # -- typed API -------------------------------------------------------------------------
 
     async def predict(self, body: bytes) -> Reply:
+        parsed = self.predict_parse(body)
+        if isinstance(parsed, Reply):
+            return parsed
+        inputs, rows, single = parsed
+        try:
+            outputs = await self.state.predict(inputs, rows)
+        except (NotReady, PredictionFailed) as exc:
+            return self.predict_error(exc)
+        return self.predict_reply(outputs, rows, single)
+
+    # /predict in three steps, for the HTTP fast path (``serve.protocol``), which runs the
+    # model through the batcher without a task per request
+
+    def predict_parse(self, body: bytes) -> Reply | tuple[dict[str, np.ndarray], int, bool]:
+        """The request's inputs, rows and whether it was one record; or the 422."""
         codec = self.codec
         fast = codec.parse_matrix(body)
         if fast is not None:
-            inputs, rows, single = fast
-        else:
-            try:
-                records, single = codec.parse_json(body)
-            except ValidationError as exc:
-                return validation_error(exc)
-            rows = len(records)
-            inputs = codec.to_inputs(records)
+            return fast
         try:
-            outputs = await self.state.predict(inputs, rows)
+            records, single = codec.parse_json(body)
+        except ValidationError as exc:
+            return validation_error(exc)
+        return codec.to_inputs(records), len(records), single
+
+    def predict_reply(self, outputs: Mapping[str, np.ndarray], rows: int, single: bool) -> Reply:
+        codec = self.codec
+        try:
             predictions = codec.to_predictions(outputs, rows)
-        except NotReady as exc:
-            return Reply.json({"detail": f"the model is not ready: {exc}"}, 503)
         except PredictionFailed as exc:
-            if exc.client_error:
-                return Reply.json(
-                    {"detail": [{"loc": ["body"], "msg": str(exc), "type": "model"}]}, 422
-                )
-            log.error("prediction failed: %s", exc)
-            return Reply.json({"detail": f"prediction failed: {exc}"}, 500)
+            return self.predict_error(exc)
         return Reply(codec.dumps(predictions[0] if single else predictions))
+
+    @staticmethod
+    def predict_error(exc: NotReady | PredictionFailed) -> Reply:
+        if isinstance(exc, NotReady):
+            return Reply.json({"detail": f"the model is not ready: {exc}"}, 503)
+        if exc.client_error:
+            detail = [{"loc": ["body"], "msg": str(exc), "type": "model"}]
+            return Reply.json({"detail": detail}, 422)
+        log.error("prediction failed: %s", exc)
+        return Reply.json({"detail": f"prediction failed: {exc}"}, 500)
 
     # -- health ----------------------------------------------------------------------------
 

@@ -140,7 +140,11 @@ def _worker(
             os._exit(1)
         import uvicorn
 
-        server = uvicorn.Server(uvicorn.Config(app_factory(), **config))
+        app = app_factory()
+        protocol = getattr(app, "http_protocol", None)  # modelcrate's HTTP fast path
+        if protocol is not None:
+            config = {**config, "http": protocol}
+        server = uvicorn.Server(uvicorn.Config(app, **config))
 
         def stop(_sig: int, _frame: object) -> None:
             server.should_exit = True  # uvicorn then starts, stops at once, and exits 0

@@ -92,6 +92,11 @@ def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:
                 pending = _Pending(self.parser.should_keep_alive())
                 self.cycle = pending  # type: ignore[assignment]  # what shutdown() looks at
                 self._fast = pending
+                # accepted now, as the ASGI path counts a request whose app has started
+                gate.accepted += 1
+                gate.in_flight += 1
+                metrics.in_flight += 1
+                pending.started = time.perf_counter()
                 return
             super().on_headers_complete()
 
@@ -133,11 +138,16 @@ def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:
 
         # -- predicting --------------------------------------------------------------------
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            pending = self._fast
+            if pending is not None:  # the client left before sending the whole body
+                self._fast = None
+                pending.response_complete = True
+                gate.in_flight -= 1
+                metrics.in_flight -= 1
+            super().connection_lost(exc)
+
         def _dispatch(self, pending: _Pending) -> None:
-            gate.accepted += 1
-            gate.in_flight += 1
-            metrics.in_flight += 1
-            pending.started = time.perf_counter()
             try:
                 parsed = handlers.predict_parse(bytes(pending.body))
                 if isinstance(parsed, Reply):

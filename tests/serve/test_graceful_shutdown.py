@@ -152,6 +152,7 @@ def test_sigterm_under_load_loses_no_accepted_request(iris: Built, tmp_path: Pat
                 target=_fast_client,
                 args=(url, iris, ids, tally),
                 kwargs={"go": go, "stop": stop},
+                daemon=True,  # a failed assertion must not leave pytest waiting for them
             )
             for _ in range(FAST_CLIENTS)
         ]

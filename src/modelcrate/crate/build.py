@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, cast
 
+from modelcrate.crate.canonical import MANIFEST_NAME
 from modelcrate.crate.errors import CorruptModel, ScanFailed
 from modelcrate.crate.inputs import (
     crate_name_for,
@@ -39,7 +40,6 @@ from modelcrate.crate.layout import (
 )
 from modelcrate.crate.lockfile import check_python, lock_request, resolve_lock
 from modelcrate.crate.manifest import (
-    MANIFEST_NAME,
     ArtifactEntry,
     Manifest,
     ParitySummary,

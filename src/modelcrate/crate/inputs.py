@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from modelcrate.crate.manifest import NAME_RE
+from modelcrate.crate.canonical import NAME_RE
 from modelcrate.crate.signature import Signature
 from modelcrate.errors import InputError
 

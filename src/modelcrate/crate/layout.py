@@ -18,12 +18,14 @@ import json
 import stat
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast, overload
 
+from modelcrate.crate.canonical import MANIFEST_NAME
 from modelcrate.crate.errors import IntegrityError
-from modelcrate.crate.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 if TYPE_CHECKING:
+    from modelcrate.crate.manifest import Manifest
+    from modelcrate.crate.manifest_view import ManifestView
     from modelcrate.scan import FileReport
 
 LOCK_FILE = "requirements.lock"
@@ -80,12 +82,23 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def verify_crate(crate_dir: Path, manifest: Manifest | None = None) -> Manifest:
+@overload
+def verify_crate(crate_dir: Path, manifest: None = None) -> Manifest: ...
+@overload
+def verify_crate(crate_dir: Path, manifest: Manifest) -> Manifest: ...
+@overload
+def verify_crate(crate_dir: Path, manifest: ManifestView) -> ManifestView: ...
+def verify_crate(
+    crate_dir: Path, manifest: Manifest | ManifestView | None = None
+) -> Manifest | ManifestView:
     """Check a crate folder against its manifest: version digest, every artifact's size and
     sha256, the lock, the signature and scan summaries. Raises IntegrityError naming the file.
-    ``manifest``: the folder's ``crate.yaml`` already parsed by the caller (not re-read)."""
+    ``manifest``: the folder's ``crate.yaml`` already read by the caller (not re-read): the
+    model, or a server's Pydantic-free view of it (``manifest_view``)."""
     crate_dir = Path(crate_dir)
     if manifest is None:
+        from modelcrate.crate.manifest import load_manifest
+
         manifest = load_manifest(crate_dir)
     yaml_path = str(crate_dir / MANIFEST_NAME)
     if manifest.compute_version() != manifest.version:
@@ -120,7 +133,7 @@ def verify_crate(crate_dir: Path, manifest: Manifest | None = None) -> Manifest:
     return manifest
 
 
-def _check_sbom(crate_dir: Path, manifest: Manifest) -> None:
+def _check_sbom(crate_dir: Path, manifest: Manifest | ManifestView) -> None:
     """The SBOM, when present, must describe this crate (absent: a crate made before SBOMs)."""
     from modelcrate.crate.sbom import sbom_problem
 
@@ -135,7 +148,8 @@ def _check_sbom(crate_dir: Path, manifest: Manifest) -> None:
             path=str(path),
             hint="check the file's permissions, or rebuild the crate",
         ) from exc
-    problem = sbom_problem(data, manifest, (crate_dir / LOCK_FILE).read_bytes())
+    # a server's ManifestView has the model's fields and JSON values: read alike
+    problem = sbom_problem(data, cast("Manifest", manifest), (crate_dir / LOCK_FILE).read_bytes())
     if problem is not None:
         raise IntegrityError(
             f"sbom.cdx.json does not agree with the crate: {problem}",

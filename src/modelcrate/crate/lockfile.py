@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from modelcrate.crate.manifest import canonical_json
+from modelcrate.crate.canonical import canonical_json
 from modelcrate.errors import InputError
 
 UV_PLATFORM = "x86_64-manylinux_2_28"

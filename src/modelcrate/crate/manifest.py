@@ -10,7 +10,6 @@ version, byte for byte, whenever they are built.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from pathlib import Path
@@ -19,19 +18,18 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelcrate._epoch import source_date_epoch
+from modelcrate.crate.canonical import MANIFEST_NAME, NAME_RE, NOT_IN_DIGEST, canonical_json
 from modelcrate.crate.signature import Signature
 from modelcrate.errors import InputError
 
 SCHEMA_VERSION: Final = "modelcrate.crate/v1"
-MANIFEST_NAME = "crate.yaml"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 FlavorName = Literal["sklearn", "onnx", "xgboost", "lightgbm"]
 RuntimeKind = Literal["onnxruntime", "xgboost", "lightgbm", "skops"]
 # Fields that describe *when*, not *what*: left out of the digest.
-_NOT_IN_DIGEST = frozenset({"version", "created"})
+_NOT_IN_DIGEST = NOT_IN_DIGEST
 
 
 class _Frozen(BaseModel):
@@ -226,12 +224,6 @@ class Manifest(_Frozen):
             width=1_000_000,
         )
         return text.encode("utf-8")
-
-
-def canonical_json(data: object) -> bytes:
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def created_now() -> str:

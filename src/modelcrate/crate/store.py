@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelcrate._fs import atomic_write_bytes
+from modelcrate.crate.canonical import NAME_RE
 from modelcrate.crate.errors import CrateNotFound, StoreError
-from modelcrate.crate.manifest import NAME_RE, Manifest, load_manifest
 from modelcrate.errors import InputError
 
 if TYPE_CHECKING:
     from modelcrate.crate.archive import Exported
+    from modelcrate.crate.manifest import Manifest
 
 INDEX_NAME = "index.db"
 _SCHEMA = """
@@ -238,7 +239,12 @@ class Store:
                             raise
                     _fsync_dir(self.crates_dir)
                 # Same version already stored: keep the first copy (and its created time).
-                stored = manifest if moved else load_manifest(target)
+                if moved:
+                    stored = manifest
+                else:
+                    from modelcrate.crate.manifest import load_manifest
+
+                    stored = load_manifest(target)
                 if lock_cache is not None:
                     added.extend(self._cache_lock(*lock_cache))
                 record = self._record(

@@ -17,10 +17,12 @@ import numpy as np
 import orjson
 
 from modelcrate.errors import InputError
-from modelcrate.serve.schema import FLOAT32_MAX, PredictSchema, build_predict_schema
 
 if TYPE_CHECKING:
     from modelcrate.crate.signature import Signature
+    from modelcrate.serve.schema import PredictSchema
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32
 
 NUMPY_DTYPE: dict[str, Any] = {
     "float32": np.float32,
@@ -52,7 +54,8 @@ class Codec:
 
     def __init__(self, signature: Signature, model_name: str) -> None:
         self.signature = signature
-        self.schema: PredictSchema = build_predict_schema(signature, model_name)
+        self._model_name = model_name
+        self._schema: PredictSchema | None = None
         self._names = tuple(signature.feature_names)
         self._dtypes = tuple(NUMPY_DTYPE[c.dtype] for c in signature.inputs)
         self._outputs = tuple(signature.outputs)
@@ -63,6 +66,21 @@ class Codec:
         self._float32 = any(c.dtype == "float32" for c in signature.inputs)
 
     # -- requests --------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> PredictSchema:
+        """The record validators and JSON Schemas (Pydantic), compiled on first use: an
+        all-float model's valid requests never need them (:meth:`parse_matrix`)."""
+        if self._schema is None:
+            from modelcrate.serve.schema import build_predict_schema
+
+            self._schema = build_predict_schema(self.signature, self._model_name)
+        return self._schema
+
+    @property
+    def fast_path(self) -> bool:
+        """True when :meth:`parse_matrix` can take valid requests without the validators."""
+        return self._matrix
 
     def parse_json(self, body: bytes) -> tuple[list[Record], bool]:
         """Validate a request body; returns the records and whether it was a single record.

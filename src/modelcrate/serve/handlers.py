@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 
 from modelcrate.serve.codec import PredictionFailed, Record
 from modelcrate.serve.state import NotReady
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import numpy as np
+    from pydantic import ValidationError
 
     from modelcrate.serve.state import ServingState
 
@@ -96,6 +96,8 @@ class Handlers:
         fast = codec.parse_matrix(body)
         if fast is not None:
             return fast
+        from pydantic import ValidationError  # loaded with the validators (Codec.schema)
+
         try:
             records, single = codec.parse_json(body)
         except ValidationError as exc:
@@ -291,6 +293,8 @@ def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:
             raise V2Error(
                 400, f"instances[{i}] must be a record (object) or a list of feature values"
             )
+    from pydantic import ValidationError
+
     try:
         records: list[Record] = codec.validate_records(raw)
     except ValidationError as exc:

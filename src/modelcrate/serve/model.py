@@ -61,10 +61,24 @@ class ModelInfo:
 
 
 def read_model_info(crate_dir: Path) -> ModelInfo:
-    """Read and verify ``crate.yaml``: the version must equal the manifest's content digest."""
+    """Read and verify ``crate.yaml``: the version must equal the manifest's content digest.
+
+    A manifest exactly as built is read without Pydantic (``crate.manifest_view``: start-up
+    time); any other goes through the full model, which accepts it or says what is wrong."""
+    from modelcrate.crate.manifest_view import read_manifest_view
+
+    view = read_manifest_view(crate_dir)
+    if view is not None:
+        try:
+            return _info(view, crate_dir)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            pass  # well-formed on the surface only: the full model reports it
     from modelcrate.crate.manifest import load_manifest
 
-    manifest = load_manifest(crate_dir, verify=True)
+    return _info(load_manifest(crate_dir, verify=True), crate_dir)
+
+
+def _info(manifest: Any, crate_dir: Path) -> ModelInfo:
     return ModelInfo(
         name=manifest.name,
         version=manifest.version,
@@ -89,7 +103,18 @@ def open_predictor(info: ModelInfo, *, threads: int | None = None) -> Predictor:
 
     if info.crate_dir is None:
         raise InputError("this model has no crate folder to load its artifacts from")
-    verify_crate(info.crate_dir, info.manifest)
+    try:
+        verify_crate(info.crate_dir, info.manifest)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        if info.manifest is None or isinstance(info.manifest, _model_class()):
+            raise
+        verify_crate(info.crate_dir)  # a view the check could not read: the full model
     return load_predictor(
         info.crate_dir, info.runtime, list(info.artifacts), info.signature, threads=threads
     )
+
+
+def _model_class() -> type:
+    from modelcrate.crate.manifest import Manifest
+
+    return Manifest

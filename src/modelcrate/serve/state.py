@@ -53,6 +53,8 @@ class ServingState:
         start); a warm-up failure leaves the server up but not ready, with the reason."""
         started = time.perf_counter()
         self.predictor = self._loader()
+        if not self.codec.fast_path:  # every request needs the validators: compile them now
+            _ = self.codec.schema
         try:
             inputs = self.codec.warmup_inputs()
             outputs = predict_arrays(self.predictor, inputs)

@@ -16,8 +16,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from modelcrate.crate.layout import LOCK_FILE, SCAN_FILE, SIGNATURE_FILE, signature_json
 from modelcrate.crate.canonical import MANIFEST_NAME
+from modelcrate.crate.layout import LOCK_FILE, SCAN_FILE, SIGNATURE_FILE, signature_json
 from modelcrate.crate.store import Store, write_file
 from modelcrate.image.oci import HistoryEntry, ImageConfig, build_image
 from modelcrate.image.rootfs import STDLIB_NEEDED

@@ -412,3 +412,22 @@ def test_first_build_caches_the_lock(
     assert second.lock_cached
     assert len(calls) == 1
     assert second.version == first.version
+
+
+def test_batching_settings_go_into_the_manifest_and_the_server(
+    iris_onnx: Path, store: Store
+) -> None:
+    from modelcrate.serve.model import read_model_info
+
+    default = build(iris_onnx, name="iris", store=store)
+    tuned = build(iris_onnx, name="iris", store=store, max_batch_size=16, max_latency_ms=0.5)
+    assert default.manifest.batching.max_batch_size == 64
+    assert (tuned.manifest.batching.max_batch_size, tuned.manifest.batching.max_latency_ms) == (
+        16,
+        0.5,
+    )
+    assert tuned.version != default.version  # part of the crate's identity
+    info = read_model_info(tuned.path)
+    assert (info.max_batch_size, info.max_latency_ms) == (16, 0.5)
+    with pytest.raises(InputError, match="invalid batching"):
+        build(iris_onnx, name="iris", store=store, max_batch_size=0)

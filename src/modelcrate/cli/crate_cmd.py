@@ -89,6 +89,17 @@ def build_cmd(
     ] = None,
     python: Annotated[str, typer.Option(help="Python version of the crate.")] = "3.11",
     policy: Annotated[Path | None, typer.Option(help="Scan policy file (TOML/JSON).")] = None,
+    max_batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Rows per model call when its server batches concurrent requests (1: none).",
+            min=1,
+        ),
+    ] = 64,
+    max_latency_ms: Annotated[
+        float,
+        typer.Option(help="Longest a request waits for a batch while the model is busy.", min=0),
+    ] = 2.0,
     store: StoreOpt = None,
 ) -> None:
     """Build a crate from a model file: scan, safe load, convert, parity, signature, lock, write.
@@ -115,6 +126,8 @@ def build_cmd(
                 store=_store(store),
                 policy=pol,
                 progress=progress,
+                max_batch_size=max_batch_size,
+                max_latency_ms=max_latency_ms,
             )
     except (ScanFailed, CorruptModel) as exc:
         from modelcrate.cli.render import render_text

@@ -40,7 +40,10 @@ from modelcrate.crate.layout import (
 )
 from modelcrate.crate.lockfile import check_python, lock_request, resolve_lock
 from modelcrate.crate.manifest import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
     ArtifactEntry,
+    Batching,
     Manifest,
     ParitySummary,
     Provenance,
@@ -102,8 +105,11 @@ def build(
     store: Store | None = None,
     policy: Policy | None = None,
     progress: Callable[[str], None] | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
 ) -> BuiltCrate:
-    """Build a crate from the model file at ``path`` and write it into ``store``."""
+    """Build a crate from the model file at ``path`` and write it into ``store``.
+    ``max_batch_size``/``max_latency_ms``: the adaptive batching its server uses by default."""
     from modelcrate import __version__
     from modelcrate.flavors import convert, detect_flavor, load_model
     from modelcrate.scan import ScanReport, Severity, scan_file
@@ -113,6 +119,11 @@ def build(
     src = Path(path)
     crate_name = crate_name_for(src, name)
     check_python(python)
+    if max_batch_size < 1 or max_latency_ms < 0:
+        raise InputError(
+            f"invalid batching: max_batch_size={max_batch_size}, max_latency_ms={max_latency_ms}",
+            hint="max_batch_size is at least 1 (1: no batching), max_latency_ms at least 0",
+        )
     if flavor not in FLAVORS:
         raise InputError(f"unknown flavor {flavor!r}", hint=f"use one of: {', '.join(FLAVORS)}")
     timer = _Timer(progress)
@@ -172,6 +183,7 @@ def build(
         python=python,
         lock_sha256=lock.sha256,
         version=__version__,
+        batching=Batching(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms),
     )
     files: dict[str, bytes] = {a.path: a.data for a in converted.artifacts}
     files[LOCK_FILE] = lock.data
@@ -260,6 +272,7 @@ def _manifest(
     python: str,
     lock_sha256: str,
     version: str,
+    batching: Batching,
 ) -> Manifest:
     verdict = report.verdict
     parity = converted.parity
@@ -297,6 +310,7 @@ def _manifest(
         ),
         provenance=Provenance(modelcrate_version=version, converters=dict(converted.converters)),
         lock_sha256=lock_sha256,
+        batching=batching,
     )
     return draft.with_version()
 

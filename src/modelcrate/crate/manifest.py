@@ -88,9 +88,15 @@ class Runtime(_Frozen):
     opset: int | None = None
 
 
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_LATENCY_MS = 2.0
+
+
 class Batching(_Frozen):
-    max_batch_size: int = Field(default=64, ge=1)
-    max_latency_ms: float = Field(default=2.0, ge=0)
+    """The server's adaptive batching (``serve.batching``); ``modelcrate serve`` may override."""
+
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
+    max_latency_ms: float = Field(default=DEFAULT_MAX_LATENCY_MS, ge=0)
 
 
 class PythonTarget(_Frozen):

@@ -217,11 +217,15 @@ class ServingApp:
         return reply
 
     @property
-    def http_protocol(self) -> type[asyncio.Protocol]:
+    def http_protocol(self) -> type[asyncio.Protocol] | str:
         """Uvicorn's HTTP protocol with ``POST /predict`` answered in place (``serve.protocol``):
-        pass it as ``uvicorn.run(app, http=app.http_protocol)``."""
-        from modelcrate.serve.protocol import fast_protocol
+        pass it as ``uvicorn.run(app, http=app.http_protocol)``. ``"auto"`` (uvicorn's own)
+        where the installed uvicorn lacks what the fast path builds on."""
+        from modelcrate.serve.protocol import fast_protocol, fast_protocol_supported
 
+        if not fast_protocol_supported():
+            log.warning("this uvicorn has no httptools protocol to extend: no HTTP fast path")
+            return "auto"
         return fast_protocol(self)
 
     # -- the documented (FastAPI) app ------------------------------------------------------

@@ -25,7 +25,11 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+try:
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+except ImportError:  # no httptools: uvicorn serves with h11, without the fast path
+    STATUS_LINE = {}
+    HttpToolsProtocol = None  # type: ignore[assignment, misc]
 
 from modelcrate.serve.batching import BatchError
 from modelcrate.serve.codec import PredictionFailed
@@ -69,6 +73,22 @@ class _Pending:
         self.started = 0.0
         self.deadline = 0.0
         self.future: asyncio.Future[Any] | None = None
+
+
+# what the subclass overrides or calls of uvicorn's protocol (checked, not assumed)
+_USED = (
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "on_response_complete",
+    "connection_lost",
+    "shutdown",
+)
+
+
+def fast_protocol_supported() -> bool:
+    """Whether the installed uvicorn has the httptools protocol the fast path extends."""
+    return HttpToolsProtocol is not None and all(hasattr(HttpToolsProtocol, m) for m in _USED)
 
 
 def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:

@@ -110,7 +110,9 @@ class Codec:
             return None
         names = self._names
         width = len(names)
-        high = FLOAT32_MAX if self._float32 else math.inf
+        dtype = NUMPY_DTYPE[self.signature.tensor_dtype]
+        # within float32 where a column or the tensor is float32: the conversion cannot overflow
+        high = FLOAT32_MAX if self._float32 or dtype is np.float32 else math.inf
         low = -high
         rows = []
         try:
@@ -125,11 +127,10 @@ class Codec:
                     elif v is not None and (type(v) is not int or not low <= v <= high):
                         return None
                 rows.append(row)
-            matrix = np.array(rows, dtype=np.float64)
+            matrix = np.array(rows, dtype=dtype)  # as to_inputs converts (None: NaN)
         except (KeyError, OverflowError):
             return None
-        dtype = NUMPY_DTYPE[self.signature.tensor_dtype]
-        return {self.signature.tensor_name: matrix.astype(dtype)}, len(rows), single
+        return {self.signature.tensor_name: matrix}, len(rows), single
 
     def validate_records(self, records: Sequence[Mapping[str, Any]]) -> list[Record]:
         """Validate already-decoded records (e.g. rows of a table) exactly like a JSON list."""

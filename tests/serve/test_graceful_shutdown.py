@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from tests.serve.crates import Built, onnx_session
+from tests.serve.process import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +37,6 @@ FAST_CLIENTS = 12
 SLOW_CLIENTS = 6
 GRACEFUL_S = 10.0
 SUMMARY = re.compile(r"shutdown: (\d+) request\(s\) accepted, (\d+) answered, (\d+) cut off")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _row(iris: Built, i: int) -> dict[str, float]:
@@ -122,7 +117,7 @@ def _finish_slow(sock: socket.socket, rest: bytes) -> tuple[int, Any]:
 
 
 def test_sigterm_under_load_loses_no_accepted_request(iris: Built, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "modelcrate", "serve", str(iris.crate_dir), "--port", str(port)]

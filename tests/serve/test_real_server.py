@@ -4,12 +4,7 @@ real V2 clients: ``tritonclient[http]`` in JSON mode and the ``kserve`` SDK's RE
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.serve.crates import IRIS_CLASSES, Built, onnx_session, records
+from tests.serve.process import serving, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -31,43 +27,12 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(iris: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "modelcrate", "serve", str(iris.crate_dir), "--port", str(port)]
-    cmd += ["--no-access-log", "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                ready = httpx.get(url + "/readyz", timeout=1)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Server(url, f"127.0.0.1:{port}", ready.json()["version"], log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(iris.crate_dir, log) as (url, proc):
+        ready = wait_ready(proc, url, log)
+        yield Server(url, url.removeprefix("http://"), ready.json()["version"], log)
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
 

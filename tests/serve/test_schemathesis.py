@@ -16,13 +16,8 @@ integer beyond 64 bits, NaN probabilities, undocumented statuses and content typ
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +41,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.serve.crates import Built
+from tests.serve.process import serving, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -226,41 +222,11 @@ def _unexpected_tracebacks(log: str) -> list[str]:
 # --- one real server per crate ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _serve(crate_dir: Path, log: Path) -> Iterator[str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "modelcrate", "serve", str(crate_dir), "--port", str(port)]
-    cmd += ["--no-access-log", "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
+    with serving(crate_dir, log) as (url, proc):
+        wait_ready(proc, url, log)
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     text = log.read_text()
     assert proc.returncode in (0, -signal.SIGTERM), text
     assert not _unexpected_tracebacks(text), text

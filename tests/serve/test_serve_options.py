@@ -5,40 +5,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.serve.crates import Built, records
-from tests.serve.test_real_server import _free_port
+from tests.serve.process import serving, wait_ready
 
 pytestmark = pytest.mark.slow
 
 
 def _serve_and_load(crate: Path, body: list[dict[str, object]], log: Path, *options: str) -> str:
     """Start a server, send 64 concurrent one-row requests, return its /metrics text."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "modelcrate", "serve", str(crate), "--port", str(port)]
-    cmd += ["--no-access-log", "--log-level", "warning", *options]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with serving(crate, log, *options) as (url, proc):
+        wait_ready(proc, url, log)
 
         def one(i: int) -> int:
             with httpx.Client(base_url=url, timeout=30) as client:
@@ -47,9 +28,6 @@ def _serve_and_load(crate: Path, body: list[dict[str, object]], log: Path, *opti
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             assert set(pool.map(one, range(64))) == {200}
         return httpx.get(url + "/metrics", timeout=10).text
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def _histogram(metrics: str, name: str) -> dict[str, float]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.serve.crates import Built, onnx_session, records
-from tests.serve.test_real_server import _free_port
+from tests.serve.process import serving, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +42,9 @@ def _wait(predicate: object, timeout: float, what: str, log: Path) -> None:
 def test_two_forked_workers_serve_survive_a_crash_and_stop_on_sigterm(
     iris: Built, tmp_path: Path
 ) -> None:
-    port = _free_port()
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "modelcrate", "serve", str(iris.crate_dir), "--workers", "2"]
-    cmd += ["--port", str(port), "--no-access-log", "--log-level", "info"]
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return httpx.get(url + "/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _wait(ready, 60, "ready", log)
+    with serving(iris.crate_dir, log, "--workers", "2", log_level="info") as (url, proc):
+        wait_ready(proc, url, log)
         _wait(lambda: len(_children(proc.pid)) == 2, 30, "two workers", log)
         workers = _children(proc.pid)
 
@@ -76,7 +60,7 @@ def test_two_forked_workers_serve_survive_a_crash_and_stop_on_sigterm(
         _wait(lambda: len(_children(proc.pid) - {victim}) == 2, 30, "a replacement worker", log)
         replacement = _children(proc.pid) - workers
         assert len(replacement) == 1
-        _wait(ready, 30, "ready again", log)
+        wait_ready(proc, url, log, timeout=30)
         for _ in range(10):
             one = httpx.post(url + "/predict", json=body[0], timeout=10).json()
             assert one["label"] == labels[0]
@@ -88,7 +72,3 @@ def test_two_forked_workers_serve_survive_a_crash_and_stop_on_sigterm(
         assert not [pid for pid in everyone if _alive(pid)]
         text = log.read_text()
         assert f"worker {victim} exited" in text, text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

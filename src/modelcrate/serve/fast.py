@@ -21,7 +21,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modelcrate.serve.handlers import Handlers, Reply
 from modelcrate.serve.limits import Gate, LimitsMiddleware
@@ -239,15 +239,6 @@ class ServingApp:
 
                     self._docs = await asyncio.to_thread(build_docs_app, self)
         return self._docs
-
-    def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document (builds the FastAPI app if needed; blocking)."""
-        from modelcrate.serve.docs_app import build_docs_app
-
-        if self._docs is None:
-            self._docs = build_docs_app(self)
-        doc: dict[str, Any] = self._docs.openapi()  # type: ignore[attr-defined]
-        return doc
 
 
 async def _body(receive: Receive) -> bytes:

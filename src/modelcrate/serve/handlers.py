@@ -191,12 +191,8 @@ class Handlers:
             parsed = codec.parse_request(body, header_length)
             outputs = await self.state.predict(parsed.inputs, parsed.rows)
             data, json_length = codec.response(outputs, parsed)
-        except V2Error as exc:
-            return Reply.error(exc.status, exc.message)
-        except NotReady as exc:
-            return Reply.error(503, f"model {name!r} is not ready: {exc}")
-        except PredictionFailed as exc:
-            return self._failed(exc)
+        except (V2Error, NotReady, PredictionFailed) as exc:
+            return self._protocol_error(name, exc)
         if json_length is None:
             return Reply(data)
         return Reply(
@@ -208,36 +204,27 @@ class Handlers:
     # -- KServe V1 -------------------------------------------------------------------------
 
     def v1_model(self, name: str) -> Reply:
-        if name != self.info.name:
-            return self._unknown(name)
-        if not self.state.ready:
-            return Reply.error(503, f"model {name!r} is not ready: {self.state.reason}")
-        return Reply.json({"name": name, "ready": True})
+        return self.v2_model_ready(name, None)  # the same answers: {"name", "ready"}, 404, 503
 
     async def v1_predict(self, name: str, body: bytes) -> Reply:
-        if name != self.info.name:
-            return self._unknown(name)
         codec = self.codec
         try:
+            self.v2.check_model(name, None)
             records = v1_records(body, self._names, codec)
             rows = len(records)
             outputs = await self.state.predict(codec.to_inputs(records), rows)
             predictions = codec.to_predictions(outputs, rows)
-        except V2Error as exc:
-            return Reply.error(exc.status, exc.message)
-        except NotReady as exc:
-            return Reply.error(503, f"model {name!r} is not ready: {exc}")
-        except PredictionFailed as exc:
-            return self._failed(exc)
+        except (V2Error, NotReady, PredictionFailed) as exc:
+            return self._protocol_error(name, exc)
         return Reply(codec.dumps({"predictions": predictions}))
 
-    def _unknown(self, name: str) -> Reply:
-        return Reply.error(
-            404, f"model {name!r} is not served here; this server serves {self.info.name!r}"
-        )
-
     @staticmethod
-    def _failed(exc: PredictionFailed) -> Reply:
+    def _protocol_error(name: str, exc: V2Error | NotReady | PredictionFailed) -> Reply:
+        """The V2/V1 ``{"error": ...}`` answer to a failed request."""
+        if isinstance(exc, V2Error):
+            return Reply.error(exc.status, exc.message)
+        if isinstance(exc, NotReady):
+            return Reply.error(503, f"model {name!r} is not ready: {exc}")
         if exc.client_error:
             return Reply.error(400, str(exc))
         log.error("prediction failed: %s", exc)

@@ -103,18 +103,14 @@ def open_predictor(info: ModelInfo, *, threads: int | None = None) -> Predictor:
 
     if info.crate_dir is None:
         raise InputError("this model has no crate folder to load its artifacts from")
+    from modelcrate.crate.manifest_view import ManifestView
+
     try:
         verify_crate(info.crate_dir, info.manifest)
     except (AttributeError, KeyError, TypeError, ValueError):
-        if info.manifest is None or isinstance(info.manifest, _model_class()):
+        if not isinstance(info.manifest, ManifestView):
             raise
         verify_crate(info.crate_dir)  # a view the check could not read: the full model
     return load_predictor(
         info.crate_dir, info.runtime, list(info.artifacts), info.signature, threads=threads
     )
-
-
-def _model_class() -> type:
-    from modelcrate.crate.manifest import Manifest
-
-    return Manifest

@@ -17,11 +17,11 @@ from pydantic import ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from modelcrate.crate.signature import Column, Output, Signature
+from modelcrate.serve.codec import FLOAT32_MAX
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
-FLOAT32_MAX = 3.4028234663852886e38  # as codec.FLOAT32_MAX (kept free of this module)
 
 # Types built at run time from the signature: valid for Pydantic, opaque to type checkers,
 # so the typing constructors are used through ``Any`` aliases.

@@ -38,6 +38,11 @@ test: system-deps lint typecheck unit
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/scan/run.py
 
+# The same over picklescan's and modelscan's own test files, from checkouts of them:
+# make bench-scan-peers PICKLESCAN=DIR MODELSCAN=DIR (benchmarks/scan/README.md).
+bench-scan-peers: $(STAMP)
+	$(BIN)/python benchmarks/scan/run.py --peer-tests picklescan=$(PICKLESCAN) --peer-tests modelscan=$(MODELSCAN)
+
 # Image size, cold/warm/code-only build time and bytes pushed (benchmarks/image/).
 bench-image: $(STAMP) system-deps
 	$(BIN)/python benchmarks/image/run.py

@@ -116,6 +116,35 @@ def package_versions(python: Path, names: list[str]) -> dict[str, str]:
         return {n: "unknown" for n in names}
 
 
+def modelcrate_origin(exe: Path, env: dict[str, str] | None = None) -> Json:
+    """Which modelcrate code ``exe`` runs: the imported package's folder and, when that is in
+    a git work tree, its commit and whether it has uncommitted changes."""
+    python = exe.parent / "python"
+    code = "import modelcrate, os; print(os.path.dirname(modelcrate.__file__))"
+    out: Json = {"executable": str(exe), "pythonpath": (env or {}).get("PYTHONPATH", "")}
+    try:
+        proc = subprocess.run(
+            [str(python), "-c", code], check=False, capture_output=True, text=True,
+            timeout=60, env=tool_env(env),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return out | {"package_dir": f"unknown ({exc})"}
+    pkg = proc.stdout.strip() or f"unknown ({_last_line(proc.stderr)})"
+    out["package_dir"] = pkg
+    if Path(pkg).is_dir():
+
+        def git(*cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["git", "-C", pkg, *cmd], check=False, capture_output=True, text=True
+            )
+
+        head = git("rev-parse", "HEAD")
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            out["uncommitted_changes"] = bool(git("status", "--porcelain", "--", ".").stdout)
+    return out
+
+
 def requirement_name(req: str) -> str:
     for sep in ("==", ">=", "<=", "~=", "!=", "<", ">", "[", ";", " "):
         req = req.split(sep, 1)[0]
@@ -151,16 +180,18 @@ def _markers() -> set[str]:
         return set()
 
 
-def tool_env() -> dict[str, str]:
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "PYTHONIOENCODING": "utf-8"})
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
+    env.update(extra or {})
     return env
 
 
-def run_process(argv: list[str], timeout: float) -> Run:
-    """Run ``argv`` in a fresh empty working directory; kill its process group on timeout."""
+def run_process(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> Run:
+    """Run ``argv`` in a fresh empty working directory; kill its process group on timeout.
+    ``env``: variables added to the clean tool environment (e.g. PYTHONPATH for modelcrate)."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=SCRATCH))
     before = _markers()
@@ -169,7 +200,7 @@ def run_process(argv: list[str], timeout: float) -> Run:
         proc = subprocess.Popen(
             argv,
             cwd=scratch,
-            env=tool_env(),
+            env=tool_env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -418,21 +449,28 @@ class Tool:
     classify: Callable[[Run], Outcome]
     venv: str | None  # None: modelcrate's own .venv
     startup_argv: tuple[str, ...]  # a do-nothing command: the start-up and import floor
+    env: dict[str, str] | None = None  # added to the tool environment (tool_env)
 
 
-def all_tools() -> list[Tool]:
+def all_tools(
+    modelcrate: Path = MODELCRATE, modelcrate_env: dict[str, str] | None = None
+) -> list[Tool]:
+    """The tools; ``modelcrate`` (an executable) and ``modelcrate_env`` choose which modelcrate
+    runs (default: this checkout's ``.venv``, as installed)."""
+    mc = modelcrate
     ms = VENVS / "modelscan" / "bin" / "modelscan"
     ps = VENVS / "picklescan" / "bin" / "picklescan"
     fk = VENVS / "fickling" / "bin" / "fickling"
     return [
         Tool(
             "modelcrate",
-            MODELCRATE,
-            lambda p: [str(MODELCRATE), "scan", str(p), "--format", "json"],
-            lambda d: [str(MODELCRATE), "scan", str(d), "--format", "json"],
+            mc,
+            lambda p: [str(mc), "scan", str(p), "--format", "json"],
+            lambda d: [str(mc), "scan", str(d), "--format", "json"],
             classify_modelcrate,
             None,
-            (str(MODELCRATE), "--version"),
+            (str(mc), "--version"),
+            modelcrate_env,
         ),
         Tool(
             "modelscan",
@@ -478,7 +516,7 @@ def tool_available(tool: Tool) -> str | None:
     if not tool.exe.is_file():
         return f"{tool.exe} not found"
     if tool.name == "modelcrate":
-        probe = run_process([str(tool.exe), "scan", "--help"], 60)
+        probe = run_process([str(tool.exe), "scan", "--help"], 60, tool.env)
         shutil.rmtree(probe.scratch, ignore_errors=True)
         if probe.rc != 0:
             return short(f"`modelcrate scan --help` failed: {_last_line(probe.stderr)}")

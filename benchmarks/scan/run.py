@@ -4,11 +4,17 @@
 Standard library only; runs with any Python 3.11. One command::
 
     python benchmarks/scan/run.py [--corpus DIR] [--skip-install] [--out DIR]
+    python benchmarks/scan/run.py --peer-tests picklescan=CHECKOUT --peer-tests modelscan=CHECKOUT
 
 Each peer lives in its own virtual environment under ``benchmarks/.work/venvs/<peer>``
 (installed once from ``requirements-peers.txt``). Every tool is run once per corpus file as
 a fresh process, exactly as a user would from a shell, then once over the whole corpus folder
 where it accepts one. See README.md in this folder for the method and its caveats.
+
+With ``--peer-tests`` it runs over the peers' own test files instead (peer_tests.py): the
+files in a picklescan checkout, the files modelscan's test fixtures build from a modelscan
+checkout, each labelled from what the peer's tests assert (peer_labels.json); it writes
+peer_tests.json and peer_tests.md and leaves results.* alone.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     DEFAULT_CORPUS,
     HERE,
-    MODELCRATE_PY,
+    MODELCRATE,
     VENVS,
     Json,
     Outcome,
@@ -39,6 +45,7 @@ from harness import (
     install_peers,
     machine_info,
     mc_file_outcome,
+    modelcrate_origin,
     package_versions,
     read_requirements,
     requirement_name,
@@ -65,14 +72,14 @@ def scan_corpus(
     """Run every tool once per sample file, sample-major (tools interleaved against drift)."""
     # One untimed warm-up per tool so the first timed sample does not pay the cold cache.
     for tool in tools:
-        warm = run_process(tool.file_argv(corpus / samples[0]["file"]), timeout)
+        warm = run_process(tool.file_argv(corpus / samples[0]["file"]), timeout, tool.env)
         shutil.rmtree(warm.scratch, ignore_errors=True)
     rows: list[Json] = []
     for sample in samples:
         path = corpus / sample["file"]
         results: Json = {}
         for tool in tools:
-            run = run_process(tool.file_argv(path), timeout)
+            run = run_process(tool.file_argv(path), timeout, tool.env)
             outcome = tool.classify(run)
             detail = outcome.detail.replace(str(corpus) + "/", "")
             results[tool.name] = {
@@ -111,7 +118,7 @@ def startup_floor(tools: list[Tool], repeat: int, timeout: float) -> Json:
     for tool in tools:
         secs = []
         for _ in range(repeat):
-            run = run_process(list(tool.startup_argv), timeout)
+            run = run_process(list(tool.startup_argv), timeout, tool.env)
             shutil.rmtree(run.scratch, ignore_errors=True)
             secs.append(run.secs)
         out[tool.name] = {
@@ -171,7 +178,7 @@ def scan_folder(
         rcs: list[int | None] = []
         last: Run | None = None
         for _ in range(repeat):
-            run = run_process(tool.dir_argv(corpus), timeout * len(samples))
+            run = run_process(tool.dir_argv(corpus), timeout * len(samples), tool.env)
             secs.append(run.secs)
             rcs.append(run.rc)
             if last is not None:
@@ -341,6 +348,16 @@ def render_markdown(res: Json) -> str:
             "Not run: " + "; ".join(f"{k} ({v})" for k, v in dict(res["skipped_tools"]).items()),
             "",
         ]
+    if res.get("modelcrate_source"):
+        src = res["modelcrate_source"]
+        out += [
+            f"modelcrate measured: `{src.get('executable')}`, package `{src.get('package_dir')}`"
+            + (f", commit {str(src['commit'])[:12]}" if src.get("commit") else "")
+            + (" (with uncommitted changes)" if src.get("uncommitted_changes") else "")
+            + (f", PYTHONPATH `{src['pythonpath']}`" if src.get("pythonpath") else "")
+            + ".",
+            "",
+        ]
     out += [
         "## Summary",
         "",
@@ -454,6 +471,84 @@ def render_markdown(res: Json) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- peer tests
+
+
+def run_peer_tests(
+    args: argparse.Namespace,
+    *,
+    tools: list[Tool],
+    skipped: dict[str, str],
+    versions: dict[str, dict[str, str]],
+    install: dict[str, str],
+    log: Callable[[str], None],
+) -> int:
+    """The peers' own test files (see peer_tests.py): peer_tests.json and peer_tests.md."""
+    import peer_tests
+
+    peers = peer_tests.parse_peer_args(args.peer_tests)
+    labels = peer_tests.load_labels()
+    sets: list[peer_tests.PeerSet] = []
+    for name, root in peers.items():
+        if name == "picklescan":
+            sets.append(peer_tests.picklescan_set(root, labels))
+        else:
+            sets.append(
+                peer_tests.modelscan_set(
+                    root,
+                    labels,
+                    skip_install=args.skip_install,
+                    regenerate=args.peer_regenerate,
+                    log=log,
+                )
+            )
+    machine = machine_info()
+    t0 = time.perf_counter()
+    rows: list[Json] = []
+    for ps in sets:
+        log(f"{ps.name}: {len(ps.samples)} files x {len(tools)} tools, one fresh process each")
+        if not ps.samples:
+            continue
+        got = scan_corpus(tools, ps.samples, ps.root, args.timeout, log)
+        for sample, row in zip(ps.samples, got, strict=True):
+            extra = ("peer", "test", "debatable", "label_check")
+            rows.append({k: sample[k] for k in extra} | row)
+    if not rows:
+        print("error: no peer test file to scan", file=sys.stderr)
+        return 2
+    log("start-up floor")
+    floor = startup_floor(tools, repeat=5, timeout=args.timeout)
+    names = [t.name for t in tools]
+    groups: dict[str, list[Json]] = {"all": rows}
+    for ps in sets:
+        groups[ps.name] = [r for r in rows if r["peer"] == ps.name]
+    summary = {g: {t: summarize(t, rs) for t in names} if rs else {} for g, rs in groups.items()}
+    mc = next((t for t in tools if t.name == "modelcrate"), None)
+    result: Json = {
+        "machine": machine | {"loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "tools": names,
+        "commands": {t.name: " ".join(t.file_argv(Path("FILE"))) for t in tools},
+        "versions": versions,
+        "modelcrate_source": modelcrate_origin(mc.exe, mc.env) if mc else {},
+        "install": install,
+        "skipped_tools": skipped,
+        "timeout_s": args.timeout,
+        "labels": str(peer_tests.LABELS.relative_to(HERE.parents[1])),
+        "peers": {ps.name: ps.checks for ps in sets},
+        "summary": summary,
+        "startup_floor": floor,
+        "by_format": by_format(names, rows),
+        "benchmark_wall_s": round(time.perf_counter() - t0, 1),
+        "results": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    out_json, out_md = args.out / "peer_tests.json", args.out / "peer_tests.md"
+    out_json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out_md.write_text(peer_tests.render_markdown(result), encoding="utf-8")
+    log(f"wrote {out_json} and {out_md}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -466,6 +561,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder-repeat", type=int, default=3, help="folder runs per tool")
     ap.add_argument("--tools", default="", help="comma-separated subset of tool names")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--modelcrate",
+        type=Path,
+        default=MODELCRATE,
+        help="the modelcrate executable to measure (default: this checkout's .venv)",
+    )
+    ap.add_argument(
+        "--modelcrate-src",
+        type=Path,
+        default=None,
+        help="a src/ folder put on PYTHONPATH for modelcrate runs only (e.g. a worktree's src)",
+    )
+    ap.add_argument(
+        "--peer-tests",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKOUT",
+        help="instead of the corpus: the test files of picklescan or modelscan, from a "
+        "checkout of it (repeatable); writes peer_tests.json/.md",
+    )
+    ap.add_argument(
+        "--peer-regenerate",
+        action="store_true",
+        help="re-run modelscan's fixtures even if samples from the same sources exist",
+    )
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -473,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     corpus: Path = args.corpus.resolve()
-    if not (corpus / "manifest.json").is_file():
+    if not args.peer_tests and not (corpus / "manifest.json").is_file():
         print(f"error: no manifest.json in {corpus}", file=sys.stderr)
         return 2
     reqs = read_requirements()
@@ -481,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {t.strip() for t in args.tools.split(",") if t.strip()}
     tools: list[Tool] = []
     skipped: dict[str, str] = {}
-    for tool in all_tools():
+    mc_exe: Path = args.modelcrate.expanduser().absolute()
+    mc_env = {"PYTHONPATH": str(args.modelcrate_src.resolve())} if args.modelcrate_src else None
+    for tool in all_tools(mc_exe, mc_env):
         if wanted and tool.name not in wanted:
             continue
         why = tool_available(tool)
@@ -499,7 +621,11 @@ def main(argv: list[str] | None = None) -> int:
             names = [requirement_name(r) for r in lines]
             versions[venv] = package_versions(VENVS / venv / "bin" / "python", names)
     if any(t.name == "modelcrate" for t in tools):
-        versions["modelcrate"] = package_versions(MODELCRATE_PY, ["modelcrate"])
+        versions["modelcrate"] = package_versions(mc_exe.parent / "python", ["modelcrate"])
+    if args.peer_tests:
+        return run_peer_tests(
+            args, tools=tools, skipped=skipped, versions=versions, install=install, log=log
+        )
 
     machine = machine_info()
     samples = load_manifest(corpus)
@@ -536,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark_wall_s": round(time.perf_counter() - t0, 1),
         "results": rows,
     }
+    if mc_exe != MODELCRATE or mc_env:  # which code ran, when it is not the default
+        mc = next((t for t in tools if t.name == "modelcrate"), None)
+        result["modelcrate_source"] = modelcrate_origin(mc.exe, mc.env) if mc else {}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     (args.out / "results.md").write_text(render_markdown(result), encoding="utf-8")

@@ -345,6 +345,8 @@ def render_markdown(res: Json) -> str:
     summary: dict[str, dict[str, Json]] = res["summary"]
     floor: dict[str, Json] = res["startup_floor"]
     for group, _ in groups:
+        if not summary.get(group):
+            continue  # a peer with no file to scan (see the label checks above)
         base = float(summary[group].get("modelcrate", {}).get("seconds_per_file_sum") or 0.0)
         for t in tools:
             s = summary[group][t]

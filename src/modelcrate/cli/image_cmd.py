@@ -23,6 +23,7 @@ STEP_LABELS = {
     "crate": "Read and verify the crate",
     "base": "Base image and its Python",
     "wheels": "Wheels layer",
+    "libraries": "Shared libraries the wheels need",
     "model": "Model layer",
     "app": "Crate and runtime layer",
     "config": "Image config",
@@ -120,6 +121,18 @@ def _render(result: ImageResult, out: Console) -> None:
     info.add_row(
         "size", f"{_size(result.base_size)} base + {_size(result.added_size)} added (compressed)"
     )
+    libs = result.libraries
+    if libs is not None:
+        info.add_row(
+            "libraries",
+            f"{libs.checked} shared objects checked: {len(libs.from_base)} libraries from the "
+            f"base ({', '.join(libs.from_base) or 'none'}), {len(libs.bundled)} bundled",
+        )
+        skipped = [*libs.foreign, *libs.unreadable]
+        if skipped:
+            shown = "; ".join(f"{path} ({why})" for path, why in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            info.add_row("not checked", f"{shown}{more}")
     for where in result.written:
         info.add_row("written", where)
     if result.pushed is not None:

@@ -2,9 +2,11 @@
 
 Steps, each reported through ``progress`` before it starts: ``crate`` (read and verify),
 ``base`` (pull or read, platform and Python checks), ``wheels`` (layer 1, cached by the lock),
-``model`` (layer 2), ``app`` (layer 3), ``config``, then ``write`` (an OCI layout or archive)
-and ``push`` (to a registry). The image is the same, byte for byte, for the same crate, base,
-modelcrate source and ``SOURCE_DATE_EPOCH``; so is its digest.
+``libraries`` (every shared library the wheels' native code links is in the wheels or the base,
+see :mod:`modelcrate.image.elfdeps`), ``model`` (layer 2), ``app`` (layer 3), ``config``, then
+``write`` (an OCI layout or archive) and ``push`` (to a registry). The image is the same, byte
+for byte, for the same crate, base, modelcrate source and ``SOURCE_DATE_EPOCH``; so is its
+digest.
 
 Outputs are written atomically by :mod:`modelcrate.image.layout`; a push is reported only once
 the registry accepted the manifest (blobs it already has are skipped after a HEAD).
@@ -23,9 +25,12 @@ from modelcrate.errors import InputError
 if TYPE_CHECKING:
     from modelcrate.crate.store import Store
     from modelcrate.image.base import ImageRef
+    from modelcrate.image.elfdeps import LibraryReport
     from modelcrate.image.oci import Image
 
-STEPS: Final = ("crate", "base", "wheels", "model", "app", "config", "write", "push")
+STEPS: Final = (
+    "crate", "base", "wheels", "libraries", "model", "app", "config", "write", "push"
+)  # fmt: skip
 # The image platform each crate platform (manifest python.platform) is locked for.
 CRATE_PLATFORMS: Final = {"linux_x86_64": "linux/amd64", "linux_aarch64": "linux/arm64"}
 CACHE_DIR: Final = "image-cache"
@@ -73,6 +78,7 @@ class ImageResult:
     pushed: Pushed | None
     steps: tuple[tuple[str, float], ...]
     image: Image = field(repr=False, compare=False)
+    libraries: LibraryReport | None = None  # the shared-library check (see elfdeps)
 
     @property
     def base_size(self) -> int:
@@ -123,6 +129,7 @@ def containerize(
         source_digest,
     )
     from modelcrate.image.base import DEFAULT_BASE, check_python_version, resolve_base
+    from modelcrate.image.elfdeps import check_libraries, scan_layer
     from modelcrate.image.wheels import wheel_layer
 
     if image_format not in FORMATS:
@@ -157,6 +164,11 @@ def containerize(
         epoch=epoch,
         expected_sha256=manifest.lock_sha256,
         pip_args=pip_args,
+    )
+
+    timer.step("libraries")
+    libraries = check_libraries(
+        scan_layer(wheels.layer, platform=platform, cache_dir=cache), base_image, crate=ref
     )
 
     timer.step("model")
@@ -211,6 +223,7 @@ def containerize(
         pushed=pushed,
         steps=timer.finish(),
         image=image,
+        libraries=libraries,
     )
 
 

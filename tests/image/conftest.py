@@ -6,6 +6,7 @@
 * ``base_layout`` -- the mmdebstrap Debian base with Python as an OCI layout, cached on disk by
   its package list (:func:`tests.image.e2e_env.ensure_base_layout`): ~20-60 s the first time,
   nothing afterwards.
+* ``bare_base_layout`` -- the same base without ``libstdc++6`` (cached the same way).
 * ``registry`` -- a real ``docker-registry`` on a free loopback port (engineer A's
   :func:`tests.image.registry_fixture.running_registry`), for the whole session.
 * ``pushed_base`` -- the base pushed there with skopeo: ``127.0.0.1:PORT/pybase:bookworm``.
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.image.e2e_env import (
+    BARE_BASE_PACKAGES,
     BASE_TAG,
     BaseLayout,
     IrisCrate,
@@ -57,6 +59,12 @@ def container_tools() -> None:
 @pytest.fixture(scope="session")
 def base_layout(container_tools: None) -> BaseLayout:
     return ensure_base_layout()
+
+
+@pytest.fixture(scope="session")
+def bare_base_layout(container_tools: None) -> BaseLayout:
+    """The Debian base without libstdc++6 (python3-minimal and its standard library only)."""
+    return ensure_base_layout(BARE_BASE_PACKAGES)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,6 @@ FORMAT: Final = 1  # bump when what a scan records changes (invalidates the cach
 # The ELF machine and class each image platform runs.
 PLATFORM_MACHINES: Final = {"linux/amd64": (EM_X86_64, 64), "linux/arm64": (EM_AARCH64, 64)}
 MAX_SO_BYTES: Final = 4 << 30
-SHOWN: Final = 3  # modules named per missing library in a message
 _SO_NAME = re.compile(r"\.so(?:\.\d+)*$")
 # The Debian/Ubuntu package of common libraries the manylinux policy lets wheels link.
 DEBIAN_PACKAGES: Final = {
@@ -204,11 +203,7 @@ def _bundled(scan: LayerScan) -> set[str]:
 
 
 def _missing_error(missing: list[MissingLibrary], base: BaseImage, crate: str) -> InputError:
-    parts = []
-    for lib in missing:
-        users = [_module(obj) for obj in lib.needed_by]
-        more = f" and {len(users) - SHOWN} more" if len(users) > SHOWN else ""
-        parts.append(f"{lib.name} (needed by {'; '.join(users[:SHOWN])}{more})")
+    parts = [f"{lib.name} (needed by {_users(lib.needed_by)})" for lib in missing]
     names = ", ".join(lib.name for lib in missing)
     packages = sorted({p for lib in missing if (p := debian_package(lib.name))})
     unknown = [lib.name for lib in missing if debian_package(lib.name) is None]
@@ -234,11 +229,18 @@ def _missing_error(missing: list[MissingLibrary], base: BaseImage, crate: str) -
     )
 
 
-def _module(obj: SharedObject) -> str:
+def _users(objects: tuple[SharedObject, ...]) -> str:
+    """``numpy 2.0.0: numpy/_core/x.so and 2 more; onnxruntime 1.20.0: ...``, one per wheel."""
     from modelcrate.image.wheels import SITE_PACKAGES
 
-    rel = obj.path.removeprefix(SITE_PACKAGES + "/")
-    return f"{obj.distribution}: {rel}" if obj.distribution else rel
+    by_wheel: dict[str, list[str]] = {}
+    for obj in objects:
+        by_wheel.setdefault(obj.distribution, []).append(obj.path.removeprefix(SITE_PACKAGES + "/"))
+    out = []
+    for wheel, modules in sorted(by_wheel.items()):
+        more = f" and {len(modules) - 1} more" if len(modules) > 1 else ""
+        out.append(f"{wheel}: {modules[0]}{more}" if wheel else f"{modules[0]}{more}")
+    return "; ".join(out)
 
 
 def _layer_files(blob: bytes) -> Iterator[tuple[str, bytes | None]]:

@@ -36,13 +36,28 @@ from tests.image.e2e_env import (
 )
 from tests.image.registry_fixture import RunningRegistry, running_registry
 
+REGISTRY_ENV = (
+    "MODELCRATE_REGISTRY_USER",
+    "MODELCRATE_REGISTRY_PASSWORD",
+    "MODELCRATE_REGISTRY_TOKEN",
+    "MODELCRATE_REGISTRY_HOST",
+    "REGISTRY_AUTH_FILE",
+)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No image test reads ~/.modelcrate, the caller's registry credentials or their epoch."""
+    """No image test reads ~/.modelcrate, the caller's registry credentials (variables or the
+    podman/docker auth files) or their epoch."""
     monkeypatch.setenv("MODELCRATE_HOME", str(tmp_path / "default-store"))
-    for name in ("SOURCE_DATE_EPOCH", "MODELCRATE_REGISTRY_USER", "MODELCRATE_REGISTRY_PASSWORD"):
+    for name in ("SOURCE_DATE_EPOCH", *REGISTRY_ENV):
         monkeypatch.delenv(name, raising=False)
+    for name, folder in (
+        ("DOCKER_CONFIG", "docker-config"),
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("XDG_RUNTIME_DIR", "xdg-runtime"),
+    ):
+        monkeypatch.setenv(name, str(tmp_path / folder))
 
 
 @pytest.fixture(scope="session")

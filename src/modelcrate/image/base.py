@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -157,9 +157,16 @@ def _split_path_tag(spec: str, text: str) -> tuple[str, str | None]:
 
 
 def load_image(
-    ref: ImageRef, *, platform: Platform, insecure: bool = False, cache_dir: Path | None = None
+    ref: ImageRef,
+    *,
+    platform: Platform,
+    insecure: bool = False,
+    cache_dir: Path | None = None,
+    env_hosts: Sequence[str] = (),
 ) -> Image:
-    """The image ``ref`` names, for ``platform`` where it is a multi-platform index."""
+    """The image ``ref`` names, for ``platform`` where it is a multi-platform index.
+    ``env_hosts``: the registries the ``MODELCRATE_REGISTRY_*`` credentials are for (see
+    :mod:`modelcrate.image.auth`)."""
     if ref.transport == "oci":
         from modelcrate.image.layout import read_oci_layout
 
@@ -172,7 +179,7 @@ def load_image(
 
     assert ref.repository is not None
     assert ref.reference is not None
-    client = RegistryClient(ref.location, insecure=insecure)
+    client = RegistryClient(ref.location, insecure=insecure, env_hosts=env_hosts)
     blob_cache = None if cache_dir is None else cache_dir / "blobs"
     return client.pull_image(
         ref.repository, ref.reference, platform=platform, blob_cache=blob_cache
@@ -186,13 +193,16 @@ def resolve_base(
     insecure: bool = False,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    env_hosts: Sequence[str] = (),
 ) -> BaseImage:
     """Load the base ``ref``, check its platform and find its Python (see the module doc)."""
     from modelcrate.image.oci import Platform
 
     wanted = Platform.parse(platform)
     parsed = parse_image_ref(ref)
-    image = load_image(parsed, platform=wanted, insecure=insecure, cache_dir=cache_dir)
+    image = load_image(
+        parsed, platform=wanted, insecure=insecure, cache_dir=cache_dir, env_hosts=env_hosts
+    )
     config = image.config
     got = Platform(
         str(config.get("os", "")),

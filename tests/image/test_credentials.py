@@ -213,6 +213,27 @@ def test_environment_credentials_go_to_the_named_hosts_only() -> None:
     assert _named_registry(None, "oci:/tmp/base:t") == ()
 
 
+def test_which_realms_get_the_registrys_credentials() -> None:
+    """The rule itself, for HTTPS registries: same host and HTTPS, or nothing."""
+    client = RegistryClient("reg.example", username="alice", password="wonderland")
+    mine = Credentials("alice", "wonderland")
+    for realm in ("https://reg.example/token", "https://REG.example:443/v2/token?x=1"):
+        assert client._realm_credentials(realm, mine) == mine, realm
+    for realm in (
+        "http://reg.example/token",  # a downgrade to plain HTTP
+        "https://reg.example:8443/token",  # another port
+        "https://auth.reg.example/token",  # another name
+        "https://reg.example.evil.test/token",
+        "https://alice@evil.test/token",
+        "https://auth.docker.io/token",  # Docker Hub's service is Docker Hub's only
+    ):
+        assert client._realm_credentials(realm, mine).anonymous, realm
+    hub = RegistryClient("index.docker.io", username="alice", password="wonderland")
+    assert hub.host == "registry-1.docker.io"
+    assert hub._realm_credentials("https://auth.docker.io/token", mine) == mine
+    assert hub._realm_credentials("http://auth.docker.io/token", mine).anonymous
+
+
 # ------------------------------------------------------------------------ real registries
 
 
@@ -303,7 +324,9 @@ def test_a_realm_on_another_port_gets_no_credentials_unless_named(
         with pytest.raises(RegistryError, match="HTTP 401") as err:  # anonymous: pull only
             client.push_image(image, repo, "1")
         assert err.value.hint is not None
-        assert f"token service is on another host ({realm_host})" in err.value.hint
+        assert f"token service is on another host or plain HTTP (http://{realm_host})" in (
+            err.value.hint
+        )
     assert tokens.requests
     assert [r["auth"] for r in tokens.requests] == [None] * len(tokens.requests)
     # the realm's host named as well: it gets them, and the push goes through

@@ -217,6 +217,23 @@ def test_bundled_libraries_satisfy_needs_by_file_name_and_soname() -> None:
     }
 
 
+def test_gpu_driver_libraries_are_left_to_the_runtime(tmp_path: Path, build: Build) -> None:
+    """libcuda.so.1 comes from the host's driver at run time (NVIDIA container toolkit)."""
+    house = tmp_path / "house"
+    house.mkdir()
+    wheel = make_wheel(
+        house,
+        "gpupkg",
+        "1.0",
+        tag=MANYLINUX,
+        files={"gpupkg/_drv.so": shared_object(["libcuda.so.1", "libc.so.6"])},
+    )
+    result = build([wheel], debian_like_base(tmp_path / "base"))
+    assert result.libraries is not None
+    assert result.libraries.from_runtime == ("libcuda.so.1",)
+    assert result.libraries.from_base == ("libc.so.6",)
+
+
 def test_foreign_and_unreadable_objects_are_listed_not_checked(tmp_path: Path) -> None:
     scan = _scan(
         {

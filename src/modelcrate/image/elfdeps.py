@@ -14,7 +14,9 @@ This module finds that at build time, from bytes only (nothing is loaded or run)
    (:class:`modelcrate.image.base.BaseImage` ``libraries``). Anything left is refused, with the
    library, the wheel and module that need it, and the package to add.
 
-Shared objects for another machine or ELF class than the image's, and files named ``.so`` that
+Libraries the container runtime injects from the host (the NVIDIA driver's ``libcuda.so.1``,
+``libnvidia-ml.so.1``, ...) are never in a base: they are reported, not refused. Shared objects
+for another machine or ELF class than the image's, and files named ``.so`` that
 are not readable ELF, are not checked; they are listed in the report. What a library of the
 *base* itself links is the base's package manager's business and is not followed.
 """
@@ -73,6 +75,11 @@ DEBIAN_PACKAGES: Final = {
     "libSM.so.6": "libsm6",
     "libxcb.so.1": "libxcb1",
 }
+# Injected at run time by the NVIDIA container toolkit from the host's driver, never in a base.
+RUNTIME_PROVIDED: Final = frozenset(
+    {"libcuda.so.1", "libnvidia-ml.so.1", "libnvcuvid.so.1", "libnvidia-encode.so.1",
+     "libnvidia-opticalflow.so.1"}
+)  # fmt: skip
 _GLIBC = frozenset(
     {"libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0", "libutil.so.1",
      "libresolv.so.2", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
@@ -111,6 +118,7 @@ class LibraryReport:
     checked: int  # shared objects whose needs were checked
     from_base: tuple[str, ...]  # DT_NEEDED names the base provides, sorted
     bundled: tuple[str, ...]  # DT_NEEDED names the wheels provide themselves, sorted
+    from_runtime: tuple[str, ...]  # DT_NEEDED names the container runtime injects (GPU driver)
     foreign: tuple[tuple[str, str], ...]
     unreadable: tuple[tuple[str, str], ...]
 
@@ -169,6 +177,8 @@ def missing_libraries(scan: LayerScan, base_libraries: frozenset[str]) -> list[M
         for name in obj.needed:
             if "/" in name or name in bundled or name in base_libraries:
                 continue  # a path ("/..." or "./..."): the loader takes it as written
+            if name in RUNTIME_PROVIDED:
+                continue
             wanted.setdefault(name, []).append(obj)
     return [MissingLibrary(name, tuple(objs)) for name, objs in sorted(wanted.items())]
 
@@ -182,8 +192,11 @@ def check_libraries(scan: LayerScan, base: BaseImage, *, crate: str) -> LibraryR
     needed = {name for obj in scan.objects for name in obj.needed if "/" not in name}
     return LibraryReport(
         checked=len(scan.objects),
-        from_base=tuple(sorted(n for n in needed if n not in bundled)),
+        from_base=tuple(sorted(n for n in needed if n not in bundled and n in base.libraries)),
         bundled=tuple(sorted(n for n in needed if n in bundled)),
+        from_runtime=tuple(
+            sorted(n for n in needed if n in RUNTIME_PROVIDED and n not in bundled | base.libraries)
+        ),
         foreign=scan.foreign,
         unreadable=scan.unreadable,
     )

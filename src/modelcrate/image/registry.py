@@ -408,9 +408,9 @@ class RegistryClient:
         same_host = key == self.key or (self.key == HUB_KEY and key in HUB_REALM_HOSTS)
         if same_host and (parts.scheme == "https" or self.insecure):
             return registry
-        own = self.store.for_host(parts.netloc.rpartition("@")[2])
+        own = Credentials() if same_host else self.store.for_host(parts.netloc.rpartition("@")[2])
         if own.anonymous and not registry.anonymous:
-            self._withheld = parts.netloc
+            self._withheld = f"{parts.scheme}://{parts.netloc}"
         return own
 
     def _refused(self, method: str, what: str, response: _Response) -> RegistryError:
@@ -420,9 +420,9 @@ class RegistryClient:
             hint = credentials_hint(self.host if self.key != HUB_KEY else HUB_KEY)
             if self._withheld:
                 hint += (
-                    f"; the registry's token service is on another host ({self._withheld}), "
-                    f"which gets no credentials of {self.host}: name it in "
-                    f"MODELCRATE_REGISTRY_HOST or log in to it too if you trust it"
+                    f"; the registry's token service is on another host or plain HTTP "
+                    f"({self._withheld}), which gets no credentials of {self.host}: name its "
+                    f"host in MODELCRATE_REGISTRY_HOST or log in to it too if you trust it"
                 )
             if self.store.notes:
                 hint += "; " + "; ".join(self.store.notes)

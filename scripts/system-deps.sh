@@ -11,11 +11,12 @@
 #   docker-registry        a real OCI distribution registry on 127.0.0.1
 #   mmdebstrap             an offline Debian base image with Python
 #   ca-certificates        TLS to the package indexes (wheels, Debian mirror)
+#   binutils               readelf: the tests check modelcrate's ELF reader against it
 #
 # Usage: scripts/system-deps.sh [--check]   (--check: report what is missing, install nothing)
 set -euo pipefail
 
-PACKAGES=(podman runc containernetworking-plugins skopeo umoci docker-registry mmdebstrap ca-certificates)
+PACKAGES=(podman runc containernetworking-plugins skopeo umoci docker-registry mmdebstrap ca-certificates binutils)
 
 die() {
     echo "system-deps: error: $*" >&2
@@ -31,7 +32,7 @@ case "${1:-}" in
     "") ;;
     --check) check_only=1 ;;
     -h | --help)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$1' (use --check or nothing)" ;;

@@ -23,6 +23,7 @@ from modelcrate.image.oci import HistoryEntry, ImageConfig, build_image
 from modelcrate.image.rootfs import STDLIB_NEEDED
 from modelcrate.image.tarlayer import LayerFile, build_layer
 from tests.crate.helpers import manifest_for
+from tests.image.elfgen import shared_object
 
 ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -68,12 +69,36 @@ def write_base(
     return f"oci:{root}:{tag}"
 
 
-def debian_like_base(root: Path, version: str = "3.11") -> str:
-    """Merged /usr (bin -> usr/bin) in one layer, Python in the next, as Debian has it."""
+MULTIARCH = "/usr/lib/x86_64-linux-gnu"
+# What the synthetic base's C library provides (names only; the files are synthetic ELF).
+BASE_LIBRARIES = ("libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2")
+
+
+def libc_files(libraries: Sequence[str] = BASE_LIBRARIES) -> list[LayerFile]:
+    """Libraries in the multiarch folder as Debian lays them out (``libm.so.6`` a symlink to
+    its versioned file), and the ld.so.conf.d entry that names the folder."""
+    files = [
+        LayerFile("/etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n"),
+        LayerFile("/etc/ld.so.conf.d/x86_64-linux-gnu.conf", f"{MULTIARCH}\n".encode()),
+    ]
+    for name in libraries:
+        real = f"{name}.real"
+        files.append(LayerFile(f"{MULTIARCH}/{real}", shared_object([], soname=name), 0o755))
+        files.append(LayerFile(f"{MULTIARCH}/{name}", None, link=real))
+    return files
+
+
+def debian_like_base(
+    root: Path, version: str = "3.11", *, libraries: Sequence[str] = BASE_LIBRARIES
+) -> str:
+    """Merged /usr (bin -> usr/bin) and the C library in one layer, Python in the next, as
+    Debian has it."""
     first = [
         LayerFile("/bin", None, link="usr/bin"),
+        LayerFile("/lib", None, link="usr/lib"),
         LayerFile("/usr/bin/sh", b"#!/bin/sh\n", 0o755),
         LayerFile("/etc/os-release", b"ID=debian\n"),
+        *libc_files(libraries),
     ]
     return write_base(root, [first, python_files("/usr", version)])
 
@@ -137,7 +162,10 @@ def wheelhouse(folder: Path) -> tuple[Path, bytes]:
             "binpkg",
             "2.0",
             tag="cp311-cp311-manylinux_2_17_x86_64",
-            files={"binpkg/__init__.py": b"", "binpkg/_native.so": b"\x7fELF fake"},
+            files={
+                "binpkg/__init__.py": b"",
+                "binpkg/_native.so": shared_object(["libc.so.6", "libm.so.6"]),
+            },
         ),
     ]
     return folder, lock_for(wheels)

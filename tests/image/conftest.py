@@ -6,6 +6,7 @@
 * ``base_layout`` -- the mmdebstrap Debian base with Python as an OCI layout, cached on disk by
   its package list (:func:`tests.image.e2e_env.ensure_base_layout`): ~20-60 s the first time,
   nothing afterwards.
+* ``bare_base_layout`` -- the same base without ``libstdc++6`` (cached the same way).
 * ``registry`` -- a real ``docker-registry`` on a free loopback port (engineer A's
   :func:`tests.image.registry_fixture.running_registry`), for the whole session.
 * ``pushed_base`` -- the base pushed there with skopeo: ``127.0.0.1:PORT/pybase:bookworm``.
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.image.e2e_env import (
+    BARE_BASE_PACKAGES,
     BASE_TAG,
     BaseLayout,
     IrisCrate,
@@ -34,13 +36,28 @@ from tests.image.e2e_env import (
 )
 from tests.image.registry_fixture import RunningRegistry, running_registry
 
+REGISTRY_ENV = (
+    "MODELCRATE_REGISTRY_USER",
+    "MODELCRATE_REGISTRY_PASSWORD",
+    "MODELCRATE_REGISTRY_TOKEN",
+    "MODELCRATE_REGISTRY_HOST",
+    "REGISTRY_AUTH_FILE",
+)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No image test reads ~/.modelcrate, the caller's registry credentials or their epoch."""
+    """No image test reads ~/.modelcrate, the caller's registry credentials (variables or the
+    podman/docker auth files) or their epoch."""
     monkeypatch.setenv("MODELCRATE_HOME", str(tmp_path / "default-store"))
-    for name in ("SOURCE_DATE_EPOCH", "MODELCRATE_REGISTRY_USER", "MODELCRATE_REGISTRY_PASSWORD"):
+    for name in ("SOURCE_DATE_EPOCH", *REGISTRY_ENV):
         monkeypatch.delenv(name, raising=False)
+    for name, folder in (
+        ("DOCKER_CONFIG", "docker-config"),
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("XDG_RUNTIME_DIR", "xdg-runtime"),
+    ):
+        monkeypatch.setenv(name, str(tmp_path / folder))
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +74,12 @@ def container_tools() -> None:
 @pytest.fixture(scope="session")
 def base_layout(container_tools: None) -> BaseLayout:
     return ensure_base_layout()
+
+
+@pytest.fixture(scope="session")
+def bare_base_layout(container_tools: None) -> BaseLayout:
+    """The Debian base without libstdc++6 (python3-minimal and its standard library only)."""
+    return ensure_base_layout(BARE_BASE_PACKAGES)
 
 
 @pytest.fixture(scope="session")

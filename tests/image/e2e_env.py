@@ -49,6 +49,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "libstdc++6",
     "python3-minimal",
 )
+# The same base without libstdc++6: what `mmdebstrap --variant=essential` with only Python
+# gives; C++ extension modules cannot load there (issue 9, section 3).
+BARE_BASE_PACKAGES: tuple[str, ...] = tuple(p for p in BASE_PACKAGES if p != "libstdc++6")
 BASE_TAG = "bookworm"
 BASE_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RECIPE = 1  # bump when the way the base is made changes (invalidates every cache)

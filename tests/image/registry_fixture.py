@@ -194,12 +194,18 @@ def token_server(
     anonymous_pull: bool = True,
     service: str = "modelcrate-test-registry",
     issuer: str = "modelcrate-test-issuer",
+    realm_host: str = "127.0.0.1",
+    refresh_tokens: Mapping[str, str] | None = None,
 ) -> Iterator[TokenServer]:
     """A Bearer token service on loopback (like auth.docker.io), stopped on exit.
 
     Valid Basic credentials get every action they ask for; anonymous requests get ``pull`` only
-    (or nothing when ``anonymous_pull`` is False); wrong credentials get 401.
+    (or nothing when ``anonymous_pull`` is False); wrong credentials get 401. ``POST`` takes the
+    OAuth2 refresh-token grant (form ``grant_type=refresh_token&refresh_token=...``), with
+    ``refresh_tokens`` mapping each valid refresh token to its user. ``realm_host``: the name
+    the realm URL uses for this loopback server (``localhost`` is another name for it).
     """
+    refresh = dict(refresh_tokens or {})
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -247,11 +253,24 @@ def token_server(
         return f"{signing_input}.{b64url(signature)}"
 
     port = free_port()
-    state = TokenServer(f"http://127.0.0.1:{port}/token", service, issuer, cert_path)
+    state = TokenServer(f"http://{realm_host}:{port}/token", service, issuer, cert_path)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            user = refresh.get((form.get("refresh_token") or [""])[0])
+            grant = form.get("grant_type") == ["refresh_token"]
+            state.requests.append(
+                {"query": form, "user": user, "denied": user is None, "method": "POST"}
+            )
+            if not grant or user is None:
+                self._reply(401, {"details": "invalid refresh token"})
+                return
+            self._grant(urllib.parse.urlsplit(self.path).path, form, user)
 
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
@@ -262,12 +281,19 @@ def token_server(
                 raw = base64.b64decode(header[6:]).decode(errors="replace")
                 name_, _, password = raw.partition(":")
                 if users.get(name_) != password:
-                    state.requests.append({"query": query, "user": None, "denied": True})
+                    state.requests.append(
+                        {"query": query, "user": None, "denied": True, "auth": header}
+                    )
                     self._reply(401, {"details": "incorrect username or password"})
                     return
                 user = name_
-            state.requests.append({"query": query, "user": user, "denied": False})
-            if url.path != "/token" or query.get("service") != [service]:
+            state.requests.append(
+                {"query": query, "user": user, "denied": False, "auth": header or None}
+            )
+            self._grant(url.path, query, user)
+
+        def _grant(self, path: str, query: dict[str, list[str]], user: str | None) -> None:
+            if path != "/token" or query.get("service") != [service]:
                 self._reply(400, {"details": "unknown service"})
                 return
             access = []

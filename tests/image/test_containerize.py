@@ -100,7 +100,7 @@ def _changed_source(tmp_path: Path, original: object) -> Path:
 def test_layout_output(tmp_path: Path, build: Build) -> None:
     steps: list[str] = []
     result = build(output=f"oci:{tmp_path / 'out'}", progress=steps.append)
-    assert steps == ["crate", "base", "wheels", "model", "app", "config", "write"]
+    assert steps == ["crate", "base", "wheels", "libraries", "model", "app", "config", "write"]
     assert [s for s, _ in result.steps] == steps
     assert [layer.role for layer in result.layers] == ["base", "base", "wheels", "model", "app"]
     assert result.crate.startswith("iris:")

@@ -8,6 +8,7 @@ that names the cause and a fix, and the target repository holds nothing afterwar
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.image.e2e_env import (
     containerize_crate,
     modelcrate_cli,
     registry_tags,
+    skopeo_copy,
     tiny_layout,
     unique,
 )
@@ -143,3 +145,32 @@ def test_a_stopped_registry_is_a_clear_error(
             iris_crate, base=base_layout.ref, push=f"{host}/{REPO}:1", insecure_registry=True
         )
     assert host in err.value.render()
+
+
+def test_a_base_without_libstdcxx_is_refused_before_anything_is_pushed(
+    iris_crate: IrisCrate, registry: RunningRegistry, bare_base_layout: BaseLayout
+) -> None:
+    """Issue 9, section 3: the image used to build, push, then die at start (exit 3) with
+    ``libstdc++.so.6: cannot open shared object file``. The real crate's real wheels (ONNX
+    Runtime links libstdc++) on the real essential Debian base, given as a registry reference."""
+    base = f"{registry.host}/pybase-bare:bookworm"
+    skopeo_copy(bare_base_layout.ref, f"docker://{base}")
+    repo = unique("bare")
+    proc = modelcrate_cli(
+        "containerize",
+        iris_crate.ref,
+        "--store",
+        str(iris_crate.store_root),
+        "--base",
+        base,
+        "--insecure-registry",
+        "--push",
+        f"{registry.host}/{repo}:1",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert "lacks shared libraries" in err, proc.stderr
+    assert re.search(r"libstdc\+\+\.so\.6 \(needed by [^)]*onnxruntime \d", err), proc.stderr
+    assert "add libstdc++6 to the base" in err, proc.stderr
+    assert "pushed" not in proc.stdout
+    _nothing_pushed(registry, repo)

@@ -240,14 +240,24 @@ def test_basic_auth(basic_registry: RunningRegistry, monkeypatch: pytest.MonkeyP
         bad.ping()
     monkeypatch.setenv("MODELCRATE_REGISTRY_USER", "alice")
     monkeypatch.setenv("MODELCRATE_REGISTRY_PASSWORD", "wonderland")
-    client = RegistryClient(basic_registry.host, insecure=True)
+    with pytest.raises(RegistryError, match="HTTP 401") as unnamed:  # for no host in particular
+        RegistryClient(basic_registry.host, insecure=True).ping()
+    assert unnamed.value.hint is not None
+    assert f"MODELCRATE_REGISTRY_HOST={basic_registry.host}" in unnamed.value.hint
+    client = RegistryClient(basic_registry.host, insecure=True, env_hosts=[basic_registry.host])
     client.ping()
     assert client.push_image(image, "mc/basic", "1").digest == image.digest
     assert client.pull_image("mc/basic", "1") == image
 
 
-def test_bearer_token_auth(token_registry: tuple[RunningRegistry, TokenServer]) -> None:
+def test_bearer_token_auth(
+    token_registry: tuple[RunningRegistry, TokenServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token service listens on another port: it gets credentials only when that host is
+    named too (here by MODELCRATE_REGISTRY_HOST; see test_credentials.py for the refusals)."""
     registry, tokens = token_registry
+    token_host = tokens.realm.split("/")[2]
+    monkeypatch.setenv("MODELCRATE_REGISTRY_HOST", f"{registry.host},{token_host}")
     image = image_of("bearer")
     anonymous = RegistryClient(registry.host, insecure=True)
     with pytest.raises(RegistryError) as err:
@@ -255,7 +265,9 @@ def test_bearer_token_auth(token_registry: tuple[RunningRegistry, TokenServer]) 
     assert err.value.status == 401  # an anonymous token only grants pull
 
     tokens.requests.clear()
-    alice = RegistryClient(registry.host, insecure=True, username="alice", password="wonderland")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_USER", "alice")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_PASSWORD", "wonderland")
+    alice = RegistryClient(registry.host, insecure=True)
     result = alice.push_image(image, "mc/bearer", "1")
     assert result.digest == image.digest
     asked = [r for r in tokens.requests if r["user"] == "alice"]
@@ -266,7 +278,8 @@ def test_bearer_token_auth(token_registry: tuple[RunningRegistry, TokenServer]) 
 
     assert anonymous.pull_image("mc/bearer", "1") == image  # anonymous pull is allowed
 
-    wrong = RegistryClient(registry.host, insecure=True, username="alice", password="x")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_PASSWORD", "x")
+    wrong = RegistryClient(registry.host, insecure=True)
     with pytest.raises(RegistryError, match=r"token service .* refused the credentials") as bad:
         wrong.pull_image("mc/bearer", "1")
     assert bad.value.status == 401
@@ -280,9 +293,12 @@ def test_static_bearer_token_from_env(
 
     registry, tokens = token_registry
     image = image_of("static token")
-    RegistryClient(
-        registry.host, insecure=True, username="alice", password="wonderland"
-    ).push_image(image, "mc/static", "1")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_HOST", f"{registry.host},{tokens.realm.split('/')[2]}")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_USER", "alice")
+    monkeypatch.setenv("MODELCRATE_REGISTRY_PASSWORD", "wonderland")
+    RegistryClient(registry.host, insecure=True).push_image(image, "mc/static", "1")
+    monkeypatch.delenv("MODELCRATE_REGISTRY_USER")
+    monkeypatch.delenv("MODELCRATE_REGISTRY_PASSWORD")
     basic = base64.b64encode(b"alice:wonderland").decode()
     url = f"{tokens.realm}?service={tokens.service}&scope=repository:mc/static:pull"
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {basic}"})

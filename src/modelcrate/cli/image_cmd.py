@@ -23,6 +23,7 @@ STEP_LABELS = {
     "crate": "Read and verify the crate",
     "base": "Base image and its Python",
     "wheels": "Wheels layer",
+    "libraries": "Shared libraries the wheels need",
     "model": "Model layer",
     "app": "Crate and runtime layer",
     "config": "Image config",
@@ -81,7 +82,13 @@ def containerize_cmd(
 ) -> None:
     """Build a reproducible OCI image of a crate, without Docker: base, wheels, model, code.
 
-    Exit 0: built (and written or pushed); 2: bad input (crate, base, registry, platform).
+    Refused when the base lacks a shared library the wheels' native code needs (named, with
+    the wheel and the package to add). Registry credentials: MODELCRATE_REGISTRY_USER and
+    _PASSWORD (or _TOKEN) go only to the hosts in MODELCRATE_REGISTRY_HOST, or else to the
+    registry named by --push (else --base); every other host uses the podman/docker auth files.
+
+    Exit 0: built (and written or pushed); 2: bad input (crate, base, registry, platform,
+    missing libraries).
     """
     from rich.console import Console
 
@@ -120,6 +127,23 @@ def _render(result: ImageResult, out: Console) -> None:
     info.add_row(
         "size", f"{_size(result.base_size)} base + {_size(result.added_size)} added (compressed)"
     )
+    libs = result.libraries
+    if libs is not None:
+        info.add_row(
+            "libraries",
+            f"{libs.checked} shared objects checked: {len(libs.from_base)} libraries from the "
+            f"base ({', '.join(libs.from_base) or 'none'}), {len(libs.bundled)} bundled"
+            + (
+                f", {', '.join(libs.from_runtime)} from the GPU runtime"
+                if libs.from_runtime
+                else ""
+            ),
+        )
+        skipped = [*libs.foreign, *libs.unreadable]
+        if skipped:
+            shown = "; ".join(f"{path} ({why})" for path, why in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            info.add_row("not checked", f"{shown}{more}")
     for where in result.written:
         info.add_row("written", where)
     if result.pushed is not None:

@@ -8,7 +8,10 @@ A base is named like ``skopeo`` names images:
   (no registry: Docker Hub, ``python:3.11-slim`` is ``docker.io/library/python:3.11-slim``).
 
 The interpreter is found by reading the layers (:mod:`modelcrate.image.rootfs`): no container is
-run. That result depends only on the image, so it is cached under the image digest
+run. So are the shared libraries the base provides (every name in the folders the dynamic loader
+searches: ``LD_LIBRARY_PATH`` of the image config, ``/etc/ld.so.conf`` and its includes, the
+multiarch and default folders), which :mod:`modelcrate.image.elfdeps` checks the wheels against.
+Both depend only on the image, so they are cached under the image digest
 (``<cache>/base-<hex>.json``); a warm build reads the layers' bytes but does not unpack them.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -36,7 +39,17 @@ _REPO_RE = re.compile(
 )
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_CACHE_FORMAT: Final = 2
+_CACHE_FORMAT: Final = 3
+# Debian's multiarch triplet (the /usr/lib/<triplet> library folder) of each architecture.
+TRIPLETS: Final = {
+    "amd64": "x86_64-linux-gnu",
+    "arm64": "aarch64-linux-gnu",
+    "arm": "arm-linux-gnueabihf",
+    "386": "i386-linux-gnu",
+    "ppc64le": "powerpc64le-linux-gnu",
+    "s390x": "s390x-linux-gnu",
+    "riscv64": "riscv64-linux-gnu",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ class BaseImage:
     image: Image
     platform: Platform
     python: Interpreter
+    libraries: frozenset[str] = frozenset()  # file names in the loader's search folders
+    library_dirs: tuple[str, ...] = ()  # those folders, in search order
 
     @property
     def name(self) -> str:
@@ -142,9 +157,16 @@ def _split_path_tag(spec: str, text: str) -> tuple[str, str | None]:
 
 
 def load_image(
-    ref: ImageRef, *, platform: Platform, insecure: bool = False, cache_dir: Path | None = None
+    ref: ImageRef,
+    *,
+    platform: Platform,
+    insecure: bool = False,
+    cache_dir: Path | None = None,
+    env_hosts: Sequence[str] = (),
 ) -> Image:
-    """The image ``ref`` names, for ``platform`` where it is a multi-platform index."""
+    """The image ``ref`` names, for ``platform`` where it is a multi-platform index.
+    ``env_hosts``: the registries the ``MODELCRATE_REGISTRY_*`` credentials are for (see
+    :mod:`modelcrate.image.auth`)."""
     if ref.transport == "oci":
         from modelcrate.image.layout import read_oci_layout
 
@@ -157,7 +179,7 @@ def load_image(
 
     assert ref.repository is not None
     assert ref.reference is not None
-    client = RegistryClient(ref.location, insecure=insecure)
+    client = RegistryClient(ref.location, insecure=insecure, env_hosts=env_hosts)
     blob_cache = None if cache_dir is None else cache_dir / "blobs"
     return client.pull_image(
         ref.repository, ref.reference, platform=platform, blob_cache=blob_cache
@@ -171,13 +193,16 @@ def resolve_base(
     insecure: bool = False,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    env_hosts: Sequence[str] = (),
 ) -> BaseImage:
     """Load the base ``ref``, check its platform and find its Python (see the module doc)."""
     from modelcrate.image.oci import Platform
 
     wanted = Platform.parse(platform)
     parsed = parse_image_ref(ref)
-    image = load_image(parsed, platform=wanted, insecure=insecure, cache_dir=cache_dir)
+    image = load_image(
+        parsed, platform=wanted, insecure=insecure, cache_dir=cache_dir, env_hosts=env_hosts
+    )
     config = image.config
     got = Platform(
         str(config.get("os", "")),
@@ -192,8 +217,8 @@ def resolve_base(
         )
     if progress is not None:
         progress("python")
-    python = _interpreter(image, str(parsed), cache_dir)
-    return BaseImage(parsed, image, got, python)
+    python, libraries, dirs = _inspect(image, str(parsed), got, cache_dir)
+    return BaseImage(parsed, image, got, python, frozenset(libraries), tuple(dirs))
 
 
 def check_python_version(base: BaseImage, wanted: str, *, crate: str) -> None:
@@ -207,18 +232,35 @@ def check_python_version(base: BaseImage, wanted: str, *, crate: str) -> None:
         )
 
 
-def _interpreter(image: Image, name: str, cache_dir: Path | None) -> Interpreter:
+def ld_library_path(image: Image) -> list[str]:
+    """The folders of ``LD_LIBRARY_PATH`` in the image config's environment."""
+    env = image.config.get("config", {}).get("Env") or []
+    for item in env:
+        if isinstance(item, str) and item.startswith("LD_LIBRARY_PATH="):
+            return [d for d in item.partition("=")[2].split(":") if d]
+    return []
+
+
+def _inspect(
+    image: Image, name: str, platform: Platform, cache_dir: Path | None
+) -> tuple[Interpreter, list[str], list[str]]:
+    """The base's Python (checked), and the libraries and library folders it provides."""
     cache = None if cache_dir is None else cache_dir / f"base-{image.digest.split(':')[-1]}.json"
     cached = _read_cache(cache) if cache is not None else None
     if cached is not None:
-        found, missing, musl = cached
+        found, missing, musl, libraries, dirs = cached
     else:
         fs = read_rootfs(((layer.blob, layer.diff_id) for layer in image.layers), where=name)
         found = fs.find_python()
         missing = fs.missing_stdlib(found) if found is not None else []
         musl = fs.is_musl()
+        triplet = TRIPLETS.get(platform.architecture, f"{platform.architecture}-linux-gnu")
+        dirs = fs.library_dirs(triplet, ld_library_path(image))
+        libraries = sorted(fs.library_names(dirs))
         if cache is not None:
-            _write_cache(cache, found, missing, musl)
+            _write_cache(
+                cache, found=found, missing=missing, musl=musl, libraries=libraries, dirs=dirs
+            )
     if found is None:
         raise InputError(
             f"the base image {name} has no Python interpreter (looked for python3 and python3.N "
@@ -239,27 +281,46 @@ def _interpreter(image: Image, name: str, cache_dir: Path | None) -> Interpreter
             hint=f"use a base with the full standard library (Debian: add libpython{found.version}"
             f"-stdlib), e.g. python:{found.version}-slim",
         )
-    return found
+    return found, libraries, dirs
 
 
-def _read_cache(path: Path) -> tuple[Interpreter | None, list[str], bool] | None:
+_Cached = tuple[Interpreter | None, list[str], bool, list[str], list[str]]
+
+
+def _read_cache(path: Path) -> _Cached | None:
     try:
         doc = json.loads(path.read_text())
         if doc.get("format") != _CACHE_FORMAT:
             return None
         py = doc["python"]
         found = None if py is None else Interpreter(**py)
-        return found, [str(m) for m in doc["missing"]], bool(doc["musl"])
+        return (
+            found,
+            [str(m) for m in doc["missing"]],
+            bool(doc["musl"]),
+            [str(n) for n in doc["libraries"]],
+            [str(d) for d in doc["library_dirs"]],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_cache(path: Path, found: Interpreter | None, missing: list[str], musl: bool) -> None:
+def _write_cache(
+    path: Path,
+    *,
+    found: Interpreter | None,
+    missing: list[str],
+    musl: bool,
+    libraries: list[str],
+    dirs: list[str],
+) -> None:
     doc = {
         "format": _CACHE_FORMAT,
         "python": asdict(found) if found else None,
         "missing": missing,
         "musl": musl,
+        "libraries": libraries,
+        "library_dirs": dirs,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 Steps, each reported through ``progress`` before it starts: ``crate`` (read and verify),
 ``base`` (pull or read, platform and Python checks), ``wheels`` (layer 1, cached by the lock),
-``model`` (layer 2), ``app`` (layer 3), ``config``, then ``write`` (an OCI layout or archive)
-and ``push`` (to a registry). The image is the same, byte for byte, for the same crate, base,
-modelcrate source and ``SOURCE_DATE_EPOCH``; so is its digest.
+``libraries`` (every shared library the wheels' native code links is in the wheels or the base,
+see :mod:`modelcrate.image.elfdeps`), ``model`` (layer 2), ``app`` (layer 3), ``config``, then
+``write`` (an OCI layout or archive) and ``push`` (to a registry). The image is the same, byte
+for byte, for the same crate, base, modelcrate source and ``SOURCE_DATE_EPOCH``; so is its
+digest.
 
 Outputs are written atomically by :mod:`modelcrate.image.layout`; a push is reported only once
 the registry accepted the manifest (blobs it already has are skipped after a HEAD).
@@ -23,9 +25,12 @@ from modelcrate.errors import InputError
 if TYPE_CHECKING:
     from modelcrate.crate.store import Store
     from modelcrate.image.base import ImageRef
+    from modelcrate.image.elfdeps import LibraryReport
     from modelcrate.image.oci import Image
 
-STEPS: Final = ("crate", "base", "wheels", "model", "app", "config", "write", "push")
+STEPS: Final = (
+    "crate", "base", "wheels", "libraries", "model", "app", "config", "write", "push"
+)  # fmt: skip
 # The image platform each crate platform (manifest python.platform) is locked for.
 CRATE_PLATFORMS: Final = {"linux_x86_64": "linux/amd64", "linux_aarch64": "linux/arm64"}
 CACHE_DIR: Final = "image-cache"
@@ -73,6 +78,7 @@ class ImageResult:
     pushed: Pushed | None
     steps: tuple[tuple[str, float], ...]
     image: Image = field(repr=False, compare=False)
+    libraries: LibraryReport | None = None  # the shared-library check (see elfdeps)
 
     @property
     def base_size(self) -> int:
@@ -123,6 +129,7 @@ def containerize(
         source_digest,
     )
     from modelcrate.image.base import DEFAULT_BASE, check_python_version, resolve_base
+    from modelcrate.image.elfdeps import check_libraries, scan_layer
     from modelcrate.image.wheels import wheel_layer
 
     if image_format not in FORMATS:
@@ -131,6 +138,7 @@ def containerize(
         )
     out_ref = _output_ref(output) if output is not None else None
     push_ref = _push_ref(push) if push is not None else None
+    env_hosts = _named_registry(push_ref, base)
     the_store = store if isinstance(store, Store) else Store.default(_absolute(store))
     cache = the_store.root / CACHE_DIR
     epoch = source_date_epoch()
@@ -144,7 +152,11 @@ def containerize(
 
     timer.step("base")
     base_image = resolve_base(
-        base or DEFAULT_BASE, platform=platform, insecure=insecure_registry, cache_dir=cache
+        base or DEFAULT_BASE,
+        platform=platform,
+        insecure=insecure_registry,
+        cache_dir=cache,
+        env_hosts=env_hosts,
     )
     check_python_version(base_image, manifest.python.version, crate=ref)
 
@@ -157,6 +169,11 @@ def containerize(
         epoch=epoch,
         expected_sha256=manifest.lock_sha256,
         pip_args=pip_args,
+    )
+
+    timer.step("libraries")
+    libraries = check_libraries(
+        scan_layer(wheels.layer, platform=platform, cache_dir=cache), base_image, crate=ref
     )
 
     timer.step("model")
@@ -189,7 +206,9 @@ def containerize(
             base_image.ref.location == push_ref.location
         )
         mount = base_image.ref.repository if same_registry else None
-        pushed = push_image(image, push_ref, insecure=insecure_registry, mount_from=mount)
+        pushed = push_image(
+            image, push_ref, insecure=insecure_registry, mount_from=mount, env_hosts=env_hosts
+        )
 
     roles = ["base"] * len(base_image.image.layers) + ["wheels", "model", "app"]
     return ImageResult(
@@ -211,20 +230,29 @@ def containerize(
         pushed=pushed,
         steps=timer.finish(),
         image=image,
+        libraries=libraries,
     )
 
 
 def push_image(
-    image: Image, ref: ImageRef, *, insecure: bool = False, mount_from: str | None = None
+    image: Image,
+    ref: ImageRef,
+    *,
+    insecure: bool = False,
+    mount_from: str | None = None,
+    env_hosts: tuple[str, ...] | None = None,
 ) -> Pushed:
     """Push ``image`` to ``ref``: blobs the registry lacks (HEAD first; with ``mount_from``, a
     repository of the same registry, its blobs are mounted, not uploaded), then the manifest.
-    Returns only after the manifest PUT succeeded; a refusal raises (an InputError)."""
+    Returns only after the manifest PUT succeeded; a refusal raises (an InputError).
+    ``env_hosts``: where the ``MODELCRATE_REGISTRY_*`` credentials go (default: ``ref``'s
+    registry, the one named to push to)."""
     from modelcrate.image.registry import RegistryClient
 
     assert ref.repository is not None
     assert ref.tag is not None
-    client = RegistryClient(ref.location, insecure=insecure)
+    hosts = (ref.location,) if env_hosts is None else env_hosts
+    client = RegistryClient(ref.location, insecure=insecure, env_hosts=hosts)
     done = client.push_image(image, ref.repository, ref.tag, mount_from=mount_from)
     if done.digest != image.digest:  # pragma: no cover - the client checks what it sends
         raise InputError(f"the registry stored the image as {done.digest}, not {image.digest}")
@@ -236,6 +264,21 @@ def push_image(
         blobs_skipped=done.skipped_blobs,
         blobs_mounted=done.mounted_blobs,
     )
+
+
+def _named_registry(push_ref: ImageRef | None, base: str | None) -> tuple[str, ...]:
+    """The registry the ``MODELCRATE_REGISTRY_*`` credentials are for, when
+    ``MODELCRATE_REGISTRY_HOST`` does not say: the one pushed to, else an explicit ``--base``
+    in a registry; never the default base (Docker Hub) nor any host a registry names."""
+    if push_ref is not None:
+        return (push_ref.location,)
+    if base is not None:
+        from modelcrate.image.base import parse_image_ref
+
+        ref = parse_image_ref(base)
+        if ref.transport == "registry":
+            return (ref.location,)
+    return ()
 
 
 def _crate_dir(crate: str | Path, store: Store) -> Path:

@@ -8,8 +8,10 @@ when present (or mounted from another repository of the same registry), uploaded
 ``PUT`` last, so a push is reported done only once the registry holds the whole image.
 
 Authentication (anonymous, Basic, Bearer tokens) follows the registry's ``WWW-Authenticate``
-challenges; see :mod:`modelcrate.image.auth`. ``insecure=True`` talks plain HTTP (a registry
-on loopback); otherwise HTTPS with certificate checks.
+challenges, with credentials scoped to the registry's host (and a token realm's own host); see
+:mod:`modelcrate.image.auth`. ``Authorization`` goes only to the registry's own scheme, host and
+port: not along redirects, not to an upload ``Location`` elsewhere. ``insecure=True`` talks
+plain HTTP (a registry on loopback); otherwise HTTPS with certificate checks.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from pathlib import Path
 from modelcrate._fs import atomic_write_bytes
 from modelcrate.errors import InputError
 from modelcrate.image.auth import (
-    CREDENTIALS_HINT,
+    HUB_REALM_HOSTS,
     Challenge,
     Credentials,
+    CredentialStore,
     RegistryError,
+    credentials_hint,
     error_summary,
     fetch_token,
     http_opener,
     parse_challenges,
 )
+from modelcrate.image.authfiles import HUB_KEY, registry_key
 from modelcrate.image.oci import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -77,7 +82,13 @@ class _Response:
 
 
 class RegistryClient:
-    """One registry host. Library code: reports progress through ``progress``, never prints."""
+    """One registry host. Library code: reports progress through ``progress``, never prints.
+
+    Credentials: ``username``/``password``/``token`` given here are for this host; without them,
+    the ``MODELCRATE_REGISTRY_*`` variables apply when ``MODELCRATE_REGISTRY_HOST`` (or else
+    ``env_hosts``, the hosts the caller's user named) lists this host, then the auth files
+    (``credentials`` replaces all of that with a store the caller made).
+    """
 
     def __init__(
         self,
@@ -89,16 +100,26 @@ class RegistryClient:
         token: str | None = None,
         timeout: float = 300.0,
         progress: Progress | None = None,
+        env_hosts: Iterable[str] = (),
+        credentials: CredentialStore | None = None,
     ) -> None:
-        self.host = DOCKER_HUB_API if host == DOCKER_HUB else host
+        self.host = DOCKER_HUB_API if registry_key(host) == HUB_KEY else host
+        self.key = registry_key(self.host)
+        self.insecure = insecure
         self.base_url = f"{'http' if insecure else 'https'}://{self.host}"
-        given = Credentials(username, password, token)
-        self.credentials = given if (username or token) else Credentials.from_env()
+        self._origin = _origin(self.base_url)
+        self.store = credentials or CredentialStore(
+            explicit=Credentials(username, password, token, source="arguments"),
+            explicit_host=self.host,
+            env_hosts=env_hosts,
+        )
         self.timeout = timeout
         self._progress = progress
         self._opener = http_opener()
-        self._basic: str | None = None
+        self._static: str | None = self.store.preset(self.host).token
+        self._basic: dict[str | None, str] = {}
         self._bearer: dict[tuple[str | None, bool], str] = {}
+        self._withheld: str | None = None  # a token realm on another host that got nothing
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -321,8 +342,8 @@ class RegistryClient:
     ) -> _Response:
         request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         request.add_header("User-Agent", "modelcrate")
-        auth = self._auth_header(repo, push)
-        if auth:  # never sent along a redirect to blob storage
+        auth = self._auth_header(repo, push) if _origin(url) == self._origin else None
+        if auth:  # only to this registry; never sent along a redirect to blob storage
             request.add_unredirected_header("Authorization", auth)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -339,42 +360,72 @@ class RegistryClient:
             ) from exc
 
     def _auth_header(self, repo: str | None, push: bool) -> str | None:
-        if self.credentials.token:
-            return "Bearer " + self.credentials.token
+        if self._static:
+            return "Bearer " + self._static
         for key in ((repo, push), (repo, True), (None, False)):
             if key in self._bearer:
                 return self._bearer[key]
-        return self._basic
+        return self._basic.get(repo) or self._basic.get(None)
 
     def _authenticate(self, challenges: list[Challenge], repo: str | None, push: bool) -> bool:
         """Act on a 401's challenges; True when a retry with new credentials makes sense."""
-        if self.credentials.token:
-            return False
+        if self._static:
+            return False  # a ready token was sent and refused
+        creds = self.store.for_host(self.host, repo)
+        if creds.token:  # a registry token from an auth file
+            self._static = creds.token
+            return True
         for challenge in challenges:
             if challenge.scheme == "bearer":
                 scope = challenge.params.get("scope")
                 if repo is not None:
                     scope = f"repository:{repo}:{'pull,push' if push else 'pull'}"
                 token = fetch_token(
-                    challenge, scope, self.credentials, opener=self._opener, timeout=self.timeout
+                    challenge,
+                    scope,
+                    self._realm_credentials(challenge.params.get("realm", ""), creds),
+                    opener=self._opener,
+                    timeout=self.timeout,
                 )
                 header = "Bearer " + token
                 if self._bearer.get((repo, push)) == header:
                     return False
                 self._bearer[(repo, push)] = header
                 return True
-            if challenge.scheme == "basic" and self.credentials.has_password:
-                if self._basic is not None:
+            if challenge.scheme == "basic" and creds.has_password:
+                if repo in self._basic:
                     return False  # already sent and refused
-                self._basic = self.credentials.basic()
+                self._basic[repo] = creds.basic()
                 return True
         return False
+
+    def _realm_credentials(self, realm: str, registry: Credentials) -> Credentials:
+        """What the token service at ``realm`` may get: the registry's credentials when it is
+        the registry's own host (HTTPS, unless the registry is plain HTTP), else only those
+        configured for the realm's own host."""
+        parts = urllib.parse.urlsplit(realm)
+        key = registry_key(realm)
+        same_host = key == self.key or (self.key == HUB_KEY and key in HUB_REALM_HOSTS)
+        if same_host and (parts.scheme == "https" or self.insecure):
+            return registry
+        own = Credentials() if same_host else self.store.for_host(parts.netloc.rpartition("@")[2])
+        if own.anonymous and not registry.anonymous:
+            self._withheld = f"{parts.scheme}://{parts.netloc}"
+        return own
 
     def _refused(self, method: str, what: str, response: _Response) -> RegistryError:
         text = response.body[:8192].decode(errors="replace")
         summary = error_summary(text) or text.strip()[:300] or "(no body)"
         if response.status == 401:
-            hint = CREDENTIALS_HINT
+            hint = credentials_hint(self.host if self.key != HUB_KEY else HUB_KEY)
+            if self._withheld:
+                hint += (
+                    f"; the registry's token service is on another host or plain HTTP "
+                    f"({self._withheld}), which gets no credentials of {self.host}: name its "
+                    f"host in MODELCRATE_REGISTRY_HOST or log in to it too if you trust it"
+                )
+            if self.store.notes:
+                hint += "; " + "; ".join(self.store.notes)
         elif response.status == 404 and method in ("GET", "HEAD"):
             hint = "check the repository name and tag (or digest)"
         else:
@@ -389,6 +440,15 @@ class RegistryClient:
     def _report(self, message: str) -> None:
         if self._progress is not None:
             self._progress(message)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """``(scheme, host[:port])`` of a URL, the default port dropped, lower case."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc.lower().rpartition("@")[2]
+    default = {"https": ":443", "http": ":80"}.get(scheme, "")
+    return scheme, netloc.removesuffix(default) if default else netloc
 
 
 def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:

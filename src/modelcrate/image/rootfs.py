@@ -11,6 +11,7 @@ once the image is unpacked: ``/usr/bin/python3 -> python3.11`` and merged-``/usr
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -18,7 +19,7 @@ import posixpath
 import re
 import tarfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Final, Literal, cast
 
@@ -50,6 +51,21 @@ STDLIB_NEEDED: Final = (
 )
 _VERSIONED = re.compile(r"^python(3)\.(\d{1,2})$")
 _CHUNK = 1 << 20
+# Files whose contents are kept (small text the library search needs), relative to "/".
+KEPT_FILES: Final = ("etc/ld.so.conf",)
+KEPT_DIRS: Final = ("etc/ld.so.conf.d/",)
+MAX_KEPT_BYTES: Final = 64 * 1024
+MAX_CONF_DEPTH: Final = 8
+# Where glibc's loader looks without any configuration, for a multiarch triplet (Debian puts
+# libraries under /usr/lib/<triplet>, Fedora and most others under /usr/lib64).
+DEFAULT_LIBRARY_DIRS: Final = (
+    "/lib/{t}",
+    "/usr/lib/{t}",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Member:
     kind: Kind
     mode: int
     target: str | None = None  # symlink target as written, or hard-link source path
+    data: bytes | None = None  # contents, for the few small files in KEPT_FILES / KEPT_DIRS
 
 
 @dataclass(frozen=True)
@@ -73,12 +90,15 @@ class Interpreter:
 
 
 class _Node:
-    __slots__ = ("children", "kind", "mode", "target")
+    __slots__ = ("children", "data", "kind", "mode", "target")
 
-    def __init__(self, kind: Kind, mode: int, target: str | None = None) -> None:
+    def __init__(
+        self, kind: Kind, mode: int, target: str | None = None, data: bytes | None = None
+    ) -> None:
         self.kind: Kind = kind
         self.mode = mode
         self.target = target
+        self.data = data
         self.children: dict[str, _Node] | None = {} if kind == "dir" else None
 
 
@@ -131,10 +151,13 @@ class RootFS:
             src = self._lookup(m.target)
             kind: Kind = src.kind if src is not None and src.kind != "dir" else "file"
             node.children[name] = _Node(
-                kind, src.mode if src else m.mode, src.target if src else None
+                kind,
+                src.mode if src else m.mode,
+                src.target if src else None,
+                src.data if src else None,
             )
             return
-        node.children[name] = _Node(m.kind, m.mode, m.target)
+        node.children[name] = _Node(m.kind, m.mode, m.target, m.data)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -226,6 +249,67 @@ class RootFS:
         stdlib = posixpath.join(prefix, "lib", f"python{version}")
         return Interpreter(path=real, version=version, found_as=name, stdlib=stdlib)
 
+    def read_kept(self, path: str) -> bytes | None:
+        """The contents of ``path`` (symlinks followed) if it is one of the kept small files."""
+        real = self.resolve(path)
+        node = self._lookup(real) if real else None
+        return None if node is None or node.kind != "file" else node.data
+
+    def library_dirs(self, triplet: str, extra: Sequence[str] = ()) -> list[str]:
+        """The folders the dynamic loader searches: ``extra`` (LD_LIBRARY_PATH) first, then the
+        folders ``/etc/ld.so.conf`` names (its ``include`` globs followed), then the defaults
+        for ``triplet`` (e.g. ``x86_64-linux-gnu``). Absolute, each once, in search order."""
+        out: list[str] = []
+        for folder in (
+            *extra,
+            *self._conf_dirs("/etc/ld.so.conf", 0),
+            *(d.format(t=triplet) for d in DEFAULT_LIBRARY_DIRS),
+        ):
+            clean = posixpath.normpath(folder)
+            if folder.startswith("/") and clean not in out:
+                out.append(clean)
+        return out
+
+    def _conf_dirs(self, path: str, depth: int) -> list[str]:
+        """The folders one ld.so.conf file names, as glibc's ldconfig reads it."""
+        data = self.read_kept(path) if depth <= MAX_CONF_DEPTH else None
+        if data is None:
+            return []
+        out: list[str] = []
+        for raw in data.decode("utf-8", "replace").splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if not line or line.startswith("hwcap "):
+                continue
+            words = line.split()
+            if words[0] == "include":
+                for pattern in words[1:]:
+                    if not pattern.startswith("/"):
+                        pattern = posixpath.join(posixpath.dirname(path), pattern)
+                    for included in self._glob(pattern):
+                        out.extend(self._conf_dirs(included, depth + 1))
+                continue
+            out.extend(d.split("=", 1)[0] for d in re.split(r"[:,\s]+", line) if d)
+        return out
+
+    def _glob(self, pattern: str) -> list[str]:
+        """Files matching ``pattern``, whose wildcards may only be in the last component."""
+        folder, name = posixpath.split(pattern)
+        if any(c in folder for c in "*?["):
+            return []
+        return [f"{folder}/{n}" for n in self.listdir(folder) if fnmatch.fnmatchcase(n, name)]
+
+    def library_names(self, dirs: Iterable[str]) -> set[str]:
+        """Every name in ``dirs`` that resolves to a file (libraries and their symlinks)."""
+        names: set[str] = set()
+        for folder in dirs:
+            for name in self.listdir(folder):
+                if (
+                    name not in names
+                    and self.kind(self.resolve(f"{folder}/{name}") or "") == "file"
+                ):
+                    names.add(name)
+        return names
+
     def is_musl(self) -> bool:
         """True for a musl libc system (Alpine): manylinux wheels do not run there."""
         return any(name.startswith("ld-musl-") for name in self.listdir("/lib"))
@@ -287,6 +371,11 @@ def layer_members(blob: bytes, *, diff_id: str | None = None, where: str = "") -
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for info in tar:
                 member = _member(info)
+                if member is not None and member.kind == "file" and _kept(member, info):
+                    fh = tar.extractfile(info)
+                    member = Member(
+                        member.path, "file", member.mode, None, fh.read() if fh else b""
+                    )
                 if member is not None:
                     yield member
         got = _hashing_drain(reader)
@@ -319,6 +408,15 @@ def _member(info: tarfile.TarInfo) -> Member | None:
     if info.isreg():
         return Member(path, "file", info.mode)
     return Member(path, "other", info.mode)
+
+
+def _kept(member: Member, info: tarfile.TarInfo) -> bool:
+    """Whether to keep this entry's contents: a small regular file the library search reads."""
+    path = member.path
+    wanted = path in KEPT_FILES or any(
+        path.startswith(d) and "/" not in path[len(d) :] for d in KEPT_DIRS
+    )
+    return wanted and member.target is None and info.isreg() and info.size <= MAX_KEPT_BYTES
 
 
 def read_rootfs(layers: Iterable[tuple[bytes, str | None]], *, where: str = "") -> RootFS:

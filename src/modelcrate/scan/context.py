@@ -91,9 +91,23 @@ class ScanContext:
         why: str = "",
         symbol: str | None = None,
     ) -> None:
-        """Record a finding (the policy may override its severity)."""
-        sev = self.policy.severity_for(rule_id, severity)
-        self.findings.append(Finding(sev, rule_id, message, loc, why, symbol))
+        """Record a finding (the policy may override its severity; the finding then says so)."""
+        over = self.policy.override(rule_id, severity)
+        if over.note is None:
+            self.findings.append(Finding(severity, rule_id, message, loc, why, symbol))
+            return
+        self.findings.append(
+            Finding(
+                over.severity,
+                rule_id,
+                f"{message} [{over.note}]",
+                loc,
+                why,
+                symbol,
+                original_severity=severity,
+                policy_note=over.note,
+            )
+        )
 
     def limit(
         self, name: str, message: str, loc: Location, severity: Severity = Severity.HIGH

@@ -188,12 +188,13 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
     if flavour == "torchscript":
         code = [n for n in names if "/code/" in n and n.endswith(".py")]
         ctx.add(
-            Severity.MEDIUM,
+            Severity.HIGH if code else Severity.MEDIUM,
             "torch.torchscript",
             f"TorchScript archive with {len(code)} code file(s): executable content run by "
             "torch.jit.load (and by torch.load in torch <= 2.5.1, CVE-2025-32434)",
             loc,
-            why="TorchScript code runs when the model is loaded and called; review its source",
+            why="TorchScript code runs when the model is loaded and called; review its source, "
+            "then admit your own models with a policy rule override that gives the reason",
         )
     torchscript_roots = {
         n.split("/", 1)[0] for n in names if flavour == "torchscript" and _is_constants(n)
@@ -412,7 +413,7 @@ def _check_torchscript_code(code: bytes, mloc: Location, ctx: ScanContext) -> No
             continue
         seen.add(call)
         ctx.add(
-            Severity.HIGH,
+            Severity.HIGH if code else Severity.MEDIUM,
             "torch.torchscript",
             f"TorchScript code calls {call.decode()}, which reads/writes files or loads native "
             "code when the model runs",

@@ -75,7 +75,8 @@ def test_rule_override_cannot_lower_critical_global(tmp_path: Path, sev: str) ->
     model.write_bytes(EVIL_SYSTEM)
     report = scan(model, policy=pol)
     hit = [f for f in report.findings if f.symbol and f.symbol.endswith(".system")]
-    assert hit and all(f.severity is Severity.CRITICAL for f in hit)
+    assert hit
+    assert all(f.severity is Severity.CRITICAL for f in hit)
     assert report.failed(Severity.CRITICAL)
     assert "refused" in (hit[0].policy_note or "")
     assert str(tmp_path / "policy.toml") in hit[0].message
@@ -126,7 +127,8 @@ def _torchscript(tmp_path: Path) -> Path:
 def test_torchscript_code_fails_the_default_gate(tmp_path: Path) -> None:
     report = scan(_torchscript(tmp_path))
     ts = [f for f in report.findings if f.rule_id == "torch.torchscript"]
-    assert ts and ts[0].severity is Severity.HIGH
+    assert ts
+    assert ts[0].severity is Severity.HIGH
     assert report.failed(Severity.HIGH)
 
 
@@ -151,8 +153,10 @@ def test_lowered_finding_shows_policy_and_reason_in_text_json_sarif(
     assert main(["scan", str(model), "--policy", str(pol), "--format", "json", "-o", str(out)]) == 0
     found = [f for fr in json.loads(out.read_text())["files"] for f in fr["findings"]]
     ts = [f for f in found if f["rule_id"] == "torch.torchscript"]
-    assert ts[0]["severity"] == "MEDIUM" and ts[0]["original_severity"] == "HIGH"
-    assert ts[0]["policy_note"] == note and note in ts[0]["message"]
+    assert ts[0]["severity"] == "MEDIUM"
+    assert ts[0]["original_severity"] == "HIGH"
+    assert ts[0]["policy_note"] == note
+    assert note in ts[0]["message"]
     sarif = tmp_path / "r.sarif"
     main(["scan", str(model), "--policy", str(pol), "--format", "sarif", "-o", str(sarif)])
     results = json.loads(sarif.read_text())["runs"][0]["results"]

@@ -191,7 +191,9 @@ def _scan_object(
         )
         return "npy-object"
     payload = bytes(data[data_start:])
-    ctx.scan_blob(payload, loc.child("[object-array pickle]"), depth + 1, name="object.pkl")
+    ctx.scan_blob(
+        payload, loc.child("[object-array pickle]"), depth + 1, name="object.pkl", read_as="pickle"
+    )
     return "npy-object"
 
 

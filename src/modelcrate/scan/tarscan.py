@@ -187,10 +187,18 @@ def _scan_legacy_stream(
                 "scanned as one blob",
                 Severity.MEDIUM,
             )
-            ctx.scan_blob(blob[pos:], mloc.child(f"[@{pos}]"), depth + 1, name=member)
+            ctx.scan_blob(
+                blob[pos:], mloc.child(f"[@{pos}]"), depth + 1, name=member, read_as="pickle"
+            )
             return
         end, glob = found
-        ctx.scan_blob(blob[pos:end], mloc.child(f"[pickle @{pos}]"), depth + 1, name="pickle")
+        ctx.scan_blob(
+            blob[pos:end],
+            mloc.child(f"[pickle @{pos}]"),
+            depth + 1,
+            name="pickle",
+            read_as="pickle",
+        )
         pieces += 1
         if pieces > ctx.limits.max_entries:
             ctx.limit("entries", f"legacy {member} stream holds too many records", mloc)

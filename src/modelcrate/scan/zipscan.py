@@ -238,8 +238,17 @@ def _scan_prefix(
         loc.at(0),
         why="another loader may read the file from its start; those bytes were scanned too",
     )
-    if n <= ctx.limits.max_member_bytes:
-        ctx.scan_blob(bytes(data[:n]), loc.child("[prefix]"), depth + 1, name="prefix")
+    if set(ctx.blob_formats) - {"zip"}:
+        return  # the whole file is already analysed from byte 0 as its other formats
+    if n > ctx.limits.max_member_bytes:
+        ctx.limit(
+            "member",
+            f"{n} bytes before the first zip member exceed the {ctx.limits.max_member_bytes}-byte "
+            "member limit and were not scanned",
+            loc.at(0),
+        )
+        return
+    ctx.scan_blob(bytes(data[:n]), loc.child("[prefix]"), depth + 1, name="prefix")
 
 
 def _check_layout(

@@ -298,7 +298,9 @@ def scan_compressed(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> 
             loc,
             why="data that decompressors ignore can hide a second payload for other readers",
         )
-    inner = ctx.scan_blob(result.data, loc.child(name), depth + 1, name=name)
+    # only joblib reads raw zlib, raw lzma and ZF streams: it unpickles what they hold
+    read_as = "pickle" if kind in ("joblib-zf", "zlib", "lzma") else None
+    inner = ctx.scan_blob(result.data, loc.child(name), depth + 1, name=name, read_as=read_as)
     if inner.startswith(("pickle", "joblib")):
         return f"joblib-{kind.removeprefix('joblib-')}"
     return f"{kind}+{inner}"

@@ -112,21 +112,33 @@ class ScanContext:
             )
         )
 
-    def limit(
-        self, name: str, message: str, loc: Location, severity: Severity = Severity.HIGH
-    ) -> None:
-        """Report an exhausted limit once per limit name and file."""
+    def limit(self, name: str, message: str, loc: Location) -> None:
+        """Report an exhausted limit once per limit name and file.
+
+        What a limit stopped the scanner from reading was not verified, so the finding is at
+        the gate or above it: HIGH, or the policy's ``fail_on`` when that is higher.
+        """
         if name in self._limit_hit:
             return
         self._limit_hit.add(name)
         self.add(
-            severity,
+            max(Severity.HIGH, self.policy.fail_on),
             "archive.bomb"
             if name in {"inflated", "ratio", "entries", "depth"}
             else "limits.exceeded",
             message,
             loc,
             why="the rest of this input was not verified; raise the limit only for trusted input",
+        )
+
+    def not_scanned(self, message: str, loc: Location) -> None:
+        """Report one input (a member, a trailing part) that a size limit kept from the scan."""
+        self.add(
+            max(Severity.HIGH, self.policy.fail_on),
+            "limits.exceeded",
+            message,
+            loc,
+            why="it was not verified; raise the limit only for trusted input",
         )
 
     def charge_inflated(self, n: int, compressed: int, loc: Location) -> bool:

@@ -138,13 +138,10 @@ def _scan_member(
         return
     start, size = info.offset_data, info.size
     if size > ctx.limits.max_member_bytes:
-        ctx.add(
-            Severity.HIGH,
-            "limits.exceeded",
+        ctx.not_scanned(
             f"member of {size} bytes is over the {ctx.limits.max_member_bytes}-byte limit and "
             "was not scanned",
             mloc,
-            why="the rest of this input was not verified; raise the limit only for trusted input",
         )
         return
     if start + size > len(data):

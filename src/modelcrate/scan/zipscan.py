@@ -254,8 +254,7 @@ def _scan_prefix(
     if set(ctx.blob_formats) - {"zip"}:
         return  # the whole file is already analysed from byte 0 as its other formats
     if n > ctx.limits.max_member_bytes:
-        ctx.limit(
-            "member",
+        ctx.not_scanned(
             f"{n} bytes before the first zip member exceed the {ctx.limits.max_member_bytes}-byte "
             "member limit and were not scanned",
             loc.at(0),
@@ -358,14 +357,10 @@ def _scan_entry(
         return
     if entry.method == 0:
         if end - start > lim.max_member_bytes:
-            ctx.add(
-                Severity.HIGH,
-                "limits.exceeded",
+            ctx.not_scanned(
                 f"member of {end - start} bytes is over the {lim.max_member_bytes}-byte limit "
                 "and was not scanned",
                 mloc,
-                why="the rest of this input was not verified; raise the limit only for trusted "
-                "input",
             )
             return
         content = bytes(data[start:end])

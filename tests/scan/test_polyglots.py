@@ -246,6 +246,40 @@ def test_polyglot_inside_an_archive_member() -> None:
     assert {"os.system", "posix.system"} & critical_symbols(found)
 
 
+# --- a pickle the probe cannot see into -----------------------------------------------------
+
+
+@pytest.mark.parametrize("op", [b"X", b"B", b"\x8e"])
+def test_first_string_longer_than_the_probe_window(op: bytes) -> None:
+    """A pickle whose first opcode is a >64 KiB string: the probe sees only the string, a
+    pickle loader reads past it and runs the call (issue 10 class 2, the window case)."""
+    text = b"w" * 100_000
+    size = struct.pack("<Q" if op == b"\x8e" else "<I", len(text))
+    data = op + size + text + b"0" + SYSTEM_P0
+    assert "REDUCE" in pickle_ops(data)
+    assert sniff_all(data, "weights.bin") == ("pickle",)
+    _, found = findings_of(data, "weights.bin")
+    assert {"os.system", "posix.system"} & critical_symbols(found)
+
+
+def test_first_text_line_longer_than_the_probe_window() -> None:
+    """Variant: a protocol-0 STRING whose line is longer than the window (pickle.dumps output)."""
+    data = pickle.dumps("q" * 100_000, protocol=0)[:-1] + b"0" + SYSTEM_P0  # drop its STOP
+    assert data[:1] in (b"S", b"V")
+    assert "REDUCE" in pickle_ops(data)
+    _, found = findings_of(data, "blob")
+    assert {"os.system", "posix.system"} & critical_symbols(found)
+
+
+def test_random_binary_is_still_unknown() -> None:
+    import random
+
+    rng = random.Random(7)
+    for first in (b"X", b"B", b"S"):
+        data = first + bytes(rng.getrandbits(8) for _ in range(200_000))
+        assert sniff_all(data) == ("unknown",)
+
+
 # --- no new false alarms, and the common case stays cheap -----------------------------------
 
 

@@ -165,9 +165,40 @@ def sniff_all(data: Blob, name: str = "") -> tuple[str, ...]:
         if has_central_directory(data):
             found["trailing-zip"] = "zip"
     formats = [found[k] for k in _PRIMARY if k in found]
+    if not formats and _long_first_argument(data):
+        formats.append("pickle")
     if not formats and _has_zip_records(data):
         formats.append("zip")  # local headers and an end record, no usable directory
     return tuple(formats) if formats else ("unknown",)
+
+
+# First opcodes whose argument can be longer than the pickle probe reads, with the size of
+# their length field: BINBYTES, BINSTRING, BINUNICODE, BINUNICODE8, BINBYTES8, BYTEARRAY8.
+_LONG_ARGUMENT = {0x42: 4, 0x54: 4, 0x58: 4, 0x8D: 8, 0x8E: 8, 0x96: 8}
+_PROBE_WINDOW = 64 * 1024
+_LINE_SEARCH = 16 * 1024 * 1024
+
+
+def _long_first_argument(data: Blob) -> bool:
+    """A first opcode whose string runs past the probe's window but ends inside the file.
+
+    The probe cannot see the opcodes after such a string, yet a pickle loader reads the string
+    and runs them: the file is analysed as a pickle rather than called unknown.
+    """
+    head = bytes(data[:9])
+    if not head:
+        return False
+    width = _LONG_ARGUMENT.get(head[0])
+    if width is not None:
+        if len(head) < 1 + width:
+            return False
+        length = int.from_bytes(head[1 : 1 + width], "little", signed=head[0] == 0x54)
+        return _PROBE_WINDOW < 1 + width + length <= len(data)
+    if head[:1] in (b"S", b"V"):  # STRING / UNICODE: one text line
+        if data.find(b"\n", 0, _PROBE_WINDOW) >= 0:
+            return False
+        return data.find(b"\n", _PROBE_WINDOW, _LINE_SEARCH) >= 0
+    return False
 
 
 def _has_zip_records(data: Blob) -> bool:

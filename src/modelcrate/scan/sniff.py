@@ -24,6 +24,7 @@ import tarfile
 import zlib
 
 from modelcrate.scan.context import Blob
+from modelcrate.scan.zipreader import has_central_directory
 
 _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "zip"),
@@ -159,11 +160,8 @@ def sniff_all(data: Blob, name: str = "") -> tuple[str, ...]:
     if not set(found) - {"pickle"}:
         for fmt in _text_and_protobuf(data, head, lower):
             found[fmt] = fmt
-    if found.get("magic") != "zip":
-        from modelcrate.scan.zipreader import has_central_directory
-
-        if has_central_directory(data):
-            found["trailing-zip"] = "zip"
+    if found.get("magic") != "zip" and has_central_directory(data):
+        found["trailing-zip"] = "zip"
     formats = [found[k] for k in _PRIMARY if k in found]
     if not formats and _long_first_argument(data):
         formats.append("pickle")

@@ -202,3 +202,13 @@ def test_7z_links_resolved_together(tmp_path: Path) -> None:
         z.write(tmp_path / "u" / "e", arcname="d/e")
         z.write(tmp_path / "u" / "f", arcname="d/e/f.txt")
     assert high_members(run(archive.read_bytes(), "m.7z")) == {"d/e", "d/e/f.txt"}
+
+
+def test_plain_members_do_not_spend_the_link_budget() -> None:
+    """Only link hops count: an archive of many deep plain members never reaches the budget."""
+    items = [TarItem(f"a/b/c/d/e/f{i}.txt", b"x") for i in range(2000)]
+    items.append(TarItem("a/link", link="b/c"))
+    items.append(TarItem("a/link/d/g.txt", b"through a link"))
+    findings = run(build_tar(items), limits=Limits(max_link_steps=100))
+    assert not [f for f in findings if f.rule_id == "limits.exceeded"]
+    assert high_members(findings) == set()

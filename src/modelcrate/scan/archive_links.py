@@ -64,9 +64,6 @@ class LinkTree:
         todo = list(reversed(_parts(rel)))
         via: list[str] = []
         while todo:
-            self.steps += 1
-            if self.steps > self.max_steps:
-                raise _Budget
             part = todo.pop()
             if part in ("", "."):
                 continue
@@ -87,7 +84,11 @@ class LinkTree:
                 return Resolved(False, "/".join(here), tuple(via), loop=True)
             if not target or _absolute(target):
                 return Resolved(True, target or "(empty target)", tuple(via))
-            todo.extend(reversed(_parts(target)))
+            added = _parts(target)
+            self.steps += len(added)  # only link hops count: plain names cost their own length
+            if self.steps > self.max_steps:
+                raise _Budget
+            todo.extend(reversed(added))
         return Resolved(False, "/".join(cur), tuple(via))
 
     def place(self, name: str) -> tuple[str, ...] | None:

@@ -176,6 +176,8 @@ class ScanContext:
             self.limit("depth", f"containers nested deeper than {self.limits.max_depth}", loc)
             return "nested"
         formats = sniff_all(data, name or (loc.members[-1] if loc.members else loc.path))
+        if formats == ("empty",):
+            return "empty"
         if read_as is not None and read_as not in formats:
             formats = (read_as, *(f for f in formats if f != "unknown"))
         if formats == ("unknown",):

@@ -10,6 +10,7 @@ real library) and checked statically with :mod:`pickletools`; nothing here is ev
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -213,6 +214,35 @@ def test_gguf_magic_that_is_also_a_pickle() -> None:
     assert fmt == "gguf"
     assert {"os.system", "posix.system"} & critical_symbols(found)
     assert any(f.rule_id == "gguf.malformed" for f in found)
+
+
+# --- pickle + HDF5 (user block) -------------------------------------------------------------
+
+
+def test_pickle_with_an_hdf5_superblock_at_512_is_scanned_as_both() -> None:
+    """h5py opens a file whose superblock sits after a 512-byte user block; a pickle loader
+    runs the bytes before it. A Keras Lambda in the HDF5 config must still be found."""
+    h5py = pytest.importorskip("h5py")
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "layers": [
+                {"class_name": "Lambda", "config": {"name": "l", "function": ["code", None, None]}}
+            ]
+        },
+    }
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", userblock_size=512) as f:
+        f.attrs["model_config"] = json.dumps(config)
+    data = bytearray(buf.getvalue())
+    pickled = dumps_call(os.system, "id", protocol=2)
+    data[: len(pickled)] = pickled  # the user block is free for the application
+    with h5py.File(io.BytesIO(bytes(data)), "r") as f:  # what Keras sees
+        assert "Lambda" in f.attrs["model_config"]
+    assert set(sniff_all(bytes(data))) == {"pickle", "hdf5"}
+    _, found = findings_of(bytes(data), "model.h5")
+    assert {"os.system", "posix.system"} & critical_symbols(found)
+    assert any(f.rule_id == "keras.lambda" for f in found)
 
 
 # --- JSON and nested ------------------------------------------------------------------------

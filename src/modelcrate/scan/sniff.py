@@ -7,6 +7,7 @@ polyglot), and the scan must see it as each loader does:
   ``numpy.load(allow_pickle=True)``, ``pandas.read_pickle``) run opcodes from byte 0;
 * zip readers find the end-of-central-directory record at the end of the file;
 * tar readers check a header checksum at byte 0 (the ``ustar`` magic sits at 257);
+* the HDF5 library (h5py, Keras ``.h5``) looks for its superblock at 0, 512, 1024, 2048, ...;
 * safetensors reads an 8-byte header length at 0; GGUF, NPY, HDF5, 7z and the compressed
   formats a magic number at 0.
 
@@ -53,8 +54,10 @@ _PRIMARY = (
     "onnx",
     "yaml",
     "trailing-zip",
+    "hdf5-userblock",
     "lightgbm-text",
 )
+_HDF5 = b"\x89HDF\r\n\x1a\n"
 _TAR_CHECKSUM = re.compile(rb"[0-7 \x00]{8}")
 
 
@@ -162,6 +165,8 @@ def sniff_all(data: Blob, name: str = "") -> tuple[str, ...]:
             found[fmt] = fmt
     if found.get("magic") != "zip" and has_central_directory(data):
         found["trailing-zip"] = "zip"
+    if found.get("magic") != "hdf5" and _hdf5_after_userblock(data):
+        found["hdf5-userblock"] = "hdf5"
     formats = [found[k] for k in _PRIMARY if k in found]
     if not formats and _long_first_argument(data):
         formats.append("pickle")
@@ -202,6 +207,17 @@ def _long_first_argument(data: Blob) -> bool:
 def _has_zip_records(data: Blob) -> bool:
     tail_start = max(0, len(data) - 65_557)
     return data.rfind(b"PK\x05\x06", tail_start) >= 0 and data.find(b"PK\x03\x04") >= 0
+
+
+def _hdf5_after_userblock(data: Blob) -> bool:
+    """The HDF5 library (h5py, Keras) finds the superblock at 0, 512, 1024, 2048, ...: a file
+    can start with anything (a pickle) and still open as HDF5."""
+    offset = 512
+    while offset + len(_HDF5) <= len(data):
+        if bytes(data[offset : offset + len(_HDF5)]) == _HDF5:
+            return True
+        offset *= 2
+    return False
 
 
 def sniff(data: Blob, name: str = "") -> str:

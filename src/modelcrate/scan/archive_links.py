@@ -179,6 +179,8 @@ class LinkChecker:
         from modelcrate.scan.zipscan import link_escapes, name_problem, report_link
 
         tree = self.tree
+        if kind in ("file", "dir") and not tree.links:
+            return  # no link yet: nothing can redirect it (its name is checked by the scanner)
         if name_problem(name) is None:
             dest = tree.resolve((), name)
             if dest.outside:

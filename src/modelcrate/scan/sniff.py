@@ -58,6 +58,10 @@ _PRIMARY = (
     "lightgbm-text",
 )
 _HDF5 = b"\x89HDF\r\n\x1a\n"
+# Magic numbers on which CPython's unpickler fails at once (no opcode, or STACK_GLOBAL/NEWFALSE
+# followed by no opcode): such files need no pickle probe. ``PK`` (PERSID) and ``GGUF``
+# (BINFLOAT) are opcodes, so zip and GGUF files are probed.
+_NEVER_PICKLES = frozenset({"gzip", "xz", "7z", "lz4", "npy", "hdf5", "joblib-zf"})
 _TAR_CHECKSUM = re.compile(rb"[0-7 \x00]{8}")
 
 
@@ -152,7 +156,7 @@ def sniff_all(data: Blob, name: str = "") -> tuple[str, ...]:
         if head.startswith(magic):
             found["magic"] = fmt
             break
-    if could_unpickle(data, head):
+    if found.get("magic") not in _NEVER_PICKLES and could_unpickle(data, head):
         found["pickle"] = "pickle"
     if _is_tar(data, head):
         found["tar"] = "tar"

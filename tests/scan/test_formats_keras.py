@@ -192,8 +192,11 @@ def test_t40_keras_torch_module_wrapper(monkeypatch: pytest.MonkeyPatch) -> None
     ctx = ScanContext()
     nested: list[tuple[bytes, Location]] = []
 
-    def fake_scan_blob(data: bytes, loc: Location, depth: int, *, name: str = "") -> str:
+    def fake_scan_blob(
+        data: bytes, loc: Location, depth: int, *, name: str = "", read_as: str | None = None
+    ) -> str:
         nested.append((data, loc))
+        assert read_as == "pickle"  # torch.load reads a non-zip module as a pickle
         return "pickle"
 
     monkeypatch.setattr(ctx, "scan_blob", fake_scan_blob)

@@ -54,8 +54,10 @@ def render_text(
     hidden = 0
     for fr in report.files:
         console.print(_file_line(fr, fail_on))
-        shown = sorted((f for f in fr.findings if f.severity >= min_sev), key=lambda f: -f.severity)
-        hidden += sum(1 for f in fr.findings if f.severity < min_sev)
+        # a finding a policy lowered is always listed, with the note that says so
+        visible = [f for f in fr.findings if f.severity >= min_sev or f.policy_note]
+        shown = sorted(visible, key=lambda f: -f.severity)
+        hidden += len(fr.findings) - len(visible)
         if not shown:
             continue
         table = Table(show_header=False, box=None, padding=(0, 1), expand=False)

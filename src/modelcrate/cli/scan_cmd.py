@@ -7,6 +7,7 @@ with the others (``cli.typer_app`` adds it to the Typer group).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -70,6 +71,8 @@ def scan(
         threshold = Severity.parse(fail_on) if fail_on else pol.fail_on
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fail-on") from exc
+    # the gate is the policy's too: what a limit kept from the scan is reported at or above it
+    pol = dataclasses.replace(pol, fail_on=threshold)
     report = run_scan(list(paths), policy=pol, compute_hash=hash_files)
 
     if fmt == "text":

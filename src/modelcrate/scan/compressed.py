@@ -298,7 +298,9 @@ def scan_compressed(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> 
             loc,
             why="data that decompressors ignore can hide a second payload for other readers",
         )
-    inner = ctx.scan_blob(result.data, loc.child(name), depth + 1, name=name)
+    # only joblib reads raw zlib, raw lzma and ZF streams: it unpickles what they hold
+    read_as = "pickle" if kind in ("joblib-zf", "zlib", "lzma") else None
+    inner = ctx.scan_blob(result.data, loc.child(name), depth + 1, name=name, read_as=read_as)
     if inner.startswith(("pickle", "joblib")):
         return f"joblib-{kind.removeprefix('joblib-')}"
     return f"{kind}+{inner}"
@@ -308,7 +310,8 @@ def _not_zlib(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
     """Two bytes looked like a zlib header but no stream followed: scan the bytes as a pickle.
 
     The zlib header check is only 2 bytes wide; a protocol-0 pickle such as ``(S"...`` passes
-    it. Handing the raw bytes to the pickle scanner keeps such a file from slipping through.
+    it. Handing the raw bytes to the pickle scanner keeps such a file from slipping through
+    (unless the engine already analyses these bytes as a pickle too).
     """
     ctx.add(
         Severity.LOW,
@@ -317,6 +320,8 @@ def _not_zlib(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
         loc.at(0),
         why="a 2-byte zlib header match is weak evidence; a protocol-0 pickle can look the same",
     )
+    if "pickle" in ctx.blob_formats:
+        return None
     module, _, func = SCANNERS["pickle"].partition(":")
     scanner: Scanner = getattr(importlib.import_module(module), func)
     return scanner(data, loc, ctx, depth)

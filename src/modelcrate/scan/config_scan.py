@@ -172,9 +172,7 @@ def scan_json(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
     """Scan a JSON file: Keras config, tokenizer config with chat templates, Hydra targets."""
     name = _name(loc).lower()
     if len(data) > ctx.limits.max_string_bytes * 4:
-        ctx.limit(
-            "json", "JSON file larger than the JSON limit was not verified", loc, Severity.MEDIUM
-        )
+        ctx.limit("json", "JSON file larger than the JSON limit was not verified", loc)
         return "json"
     try:
         # Python loaders keep the last of a repeated key; _pairs also keeps the earlier ones
@@ -208,9 +206,7 @@ def scan_json(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
 def scan_yaml(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | None:
     """Scan a YAML config (NeMo/Hydra/Lightning): python tags and instantiation targets."""
     if len(data) > ctx.limits.max_string_bytes:
-        ctx.limit(
-            "yaml", "YAML file larger than the config limit was not verified", loc, Severity.MEDIUM
-        )
+        ctx.limit("yaml", "YAML file larger than the config limit was not verified", loc)
         return "yaml"
     text = bytes(data).decode("utf-8", "replace")
     for m in _PY_TAG.finditer(text):

@@ -70,6 +70,9 @@ class ScanContext:
     # Which unpickler will read pickles found now: None (Python's) or "torchscript" (the C++ one
     # of torch.jit.load, which resolves __torch__.* classes from the archive's own code/).
     pickle_dialect: str | None = None
+    # Every format the blob being analysed now was found to be (see scan_blob): a scanner can
+    # leave to the other analyses what they cover (a zip's prefix that is also a pickle).
+    blob_formats: tuple[str, ...] = ()
     _limit_hit: set[str] = field(default_factory=set)
 
     @contextlib.contextmanager
@@ -91,25 +94,51 @@ class ScanContext:
         why: str = "",
         symbol: str | None = None,
     ) -> None:
-        """Record a finding (the policy may override its severity)."""
-        sev = self.policy.severity_for(rule_id, severity)
-        self.findings.append(Finding(sev, rule_id, message, loc, why, symbol))
+        """Record a finding (the policy may override its severity; the finding then says so)."""
+        over = self.policy.override(rule_id, severity)
+        if over.note is None:
+            self.findings.append(Finding(severity, rule_id, message, loc, why, symbol))
+            return
+        self.findings.append(
+            Finding(
+                over.severity,
+                rule_id,
+                f"{message} [{over.note}]",
+                loc,
+                why,
+                symbol,
+                original_severity=severity,
+                policy_note=over.note,
+            )
+        )
 
-    def limit(
-        self, name: str, message: str, loc: Location, severity: Severity = Severity.HIGH
-    ) -> None:
-        """Report an exhausted limit once per limit name and file."""
+    def limit(self, name: str, message: str, loc: Location) -> None:
+        """Report an exhausted limit once per limit name and file.
+
+        What a limit stopped the scanner from reading was not verified, so the finding is at
+        the gate or above it: HIGH, or the policy's ``fail_on`` when that is higher.
+        """
         if name in self._limit_hit:
             return
         self._limit_hit.add(name)
         self.add(
-            severity,
+            max(Severity.HIGH, self.policy.fail_on),
             "archive.bomb"
             if name in {"inflated", "ratio", "entries", "depth"}
             else "limits.exceeded",
             message,
             loc,
             why="the rest of this input was not verified; raise the limit only for trusted input",
+        )
+
+    def not_scanned(self, message: str, loc: Location) -> None:
+        """Report one input (a member, a trailing part) that a size limit kept from the scan."""
+        self.add(
+            max(Severity.HIGH, self.policy.fail_on),
+            "limits.exceeded",
+            message,
+            loc,
+            why="it was not verified; raise the limit only for trusted input",
         )
 
     def charge_inflated(self, n: int, compressed: int, loc: Location) -> bool:
@@ -131,24 +160,55 @@ class ScanContext:
                 return False
         return True
 
-    def scan_blob(self, data: Blob, loc: Location, depth: int, *, name: str = "") -> str:
-        """Sniff ``data`` by content and hand it to its scanner. Returns the format name."""
-        from modelcrate.scan.sniff import sniff
+    def scan_blob(
+        self, data: Blob, loc: Location, depth: int, *, name: str = "", read_as: str | None = None
+    ) -> str:
+        """Analyse ``data`` as every format it is; return the primary (refined) format name.
+
+        A file can be several formats at once (a polyglot read differently by different
+        loaders): each format whose detector accepts it is analysed and the findings are the
+        union. ``read_as`` names a format a known loader reads these bytes as (``"pickle"``
+        for an object array's data), analysed whatever else they look like.
+        """
+        from modelcrate.scan.sniff import sniff_all
 
         if depth > self.limits.max_depth:
             self.limit("depth", f"containers nested deeper than {self.limits.max_depth}", loc)
             return "nested"
-        fmt = sniff(data, name or (loc.members[-1] if loc.members else loc.path))
-        scanner = _resolve(fmt)
-        if scanner is None:
-            if fmt == "unknown" and len(data) > 0:
-                self.add(
-                    Severity.INFO,
-                    "format.unknown",
-                    "unrecognised format: no model format matched its content",
-                    loc,
-                    why="not a pickle, archive or known model format; nothing was executed",
-                )
-            return fmt
-        refined = scanner(data, loc, self, depth)
-        return refined or fmt
+        formats = sniff_all(data, name or (loc.members[-1] if loc.members else loc.path))
+        if formats == ("empty",):
+            return "empty"
+        if read_as is not None and read_as not in formats:
+            formats = (read_as, *(f for f in formats if f != "unknown"))
+        if formats == ("unknown",):
+            self.add(
+                Severity.INFO,
+                "format.unknown",
+                "unrecognised format: no model format matched its content",
+                loc,
+                why="not a pickle, archive or known model format; nothing was executed",
+            )
+            return "unknown"
+        if len(formats) > 1:
+            self.add(
+                Severity.MEDIUM,
+                "format.polyglot",
+                f"content is valid for several formats at once ({', '.join(formats)}); "
+                "it was analysed as each",
+                loc.at(0),
+                why="each loader reads its own format from the same bytes (a pickle loader from "
+                "byte 0, a zip reader from the end): one file can hide a payload from a scanner "
+                "that sees only one of them",
+                symbol="+".join(formats),
+            )
+        refined: dict[str, str] = {}
+        saved, self.blob_formats = self.blob_formats, formats
+        try:
+            # the pickle reading first: it is the one that runs code
+            for fmt in sorted(formats, key=lambda f: f != "pickle"):
+                scanner = _resolve(fmt)
+                if scanner is not None:
+                    refined[fmt] = scanner(data, loc, self, depth) or fmt
+        finally:
+            self.blob_formats = saved
+        return refined.get(formats[0], formats[0])

@@ -42,6 +42,16 @@ def scan(
     start = time.perf_counter()
     for root in roots:
         for file, escape in _walk(root, limits):
+            if escape == _LIMIT:
+                fr = FileReport(str(file), 0, "folder", None)
+                ScanContext(limits, policy, fr.findings).limit(
+                    "files",
+                    f"the folder holds more than {limits.max_file_list} files; the walk stopped "
+                    "there and the rest were not scanned",
+                    Location(str(file)),
+                )
+                report.files.append(fr)
+                continue
             if escape is not None:
                 fr = FileReport(str(file), 0, "symlink", None)
                 ctx = ScanContext(limits, policy, fr.findings)
@@ -61,8 +71,14 @@ def scan(
     return report
 
 
+_LIMIT = "\x00limit"  # yielded by _walk (with the folder) when the file limit stops it
+
+
 def _walk(root: Path, limits: Limits) -> Iterator[tuple[Path, str | None]]:
-    """Files under ``root`` in a stable order; symlinks that escape it are yielded with target."""
+    """Files under ``root`` in a stable order; symlinks that escape it are yielded with target.
+
+    Past ``limits.max_file_list`` files it yields ``(root, _LIMIT)`` and stops.
+    """
     if not root.is_dir():
         yield root, None
         return
@@ -76,6 +92,7 @@ def _walk(root: Path, limits: Limits) -> Iterator[tuple[Path, str | None]]:
             p = Path(dirpath) / name
             count += 1
             if count > limits.max_file_list:
+                yield root, _LIMIT
                 return
             if p.is_symlink():
                 target = p.resolve()

@@ -64,6 +64,10 @@ class Finding:
     location: Location
     why: str = ""
     symbol: str | None = None  # the global/op/layer the finding is about, when there is one
+    # Set when a policy changed (or tried to lower) the severity the scanner decided: the
+    # scanner's own severity, and the note shown with the finding (policy file and reason).
+    original_severity: Severity | None = None
+    policy_note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -72,6 +76,10 @@ class Finding:
             "message": self.message,
             "why": self.why,
             "symbol": self.symbol,
+            "original_severity": (
+                self.original_severity.name if self.original_severity is not None else None
+            ),
+            "policy_note": self.policy_note,
             "location": {
                 "path": self.location.path,
                 "members": list(self.location.members),

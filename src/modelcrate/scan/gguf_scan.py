@@ -84,13 +84,16 @@ class _Reader:
     def string(self, what: str, keep: int = 0) -> str:
         start = self.pos
         n = self.count_field(f"{what} length")
+        self.need(n, f"{what} of length {n}")  # past the end of the file: a defect, not a limit
         if n > self.ctx.limits.max_string_bytes:
-            self.bad(
-                f"{what} length {n} exceeds the {self.ctx.limits.max_string_bytes}-byte limit",
-                start,
-                stop=True,
+            self.ctx.limit(
+                "gguf-string",
+                f"{what} length {n} exceeds the {self.ctx.limits.max_string_bytes}-byte string "
+                "limit: the rest of the header (metadata, chat templates, tensor table) was not "
+                "verified",
+                self.loc.at(start),
             )
-        self.need(n, what)
+            raise _Stop
         raw = bytes(self.data[self.pos : self.pos + min(n, keep)]) if keep else b""
         self.pos += n
         return raw.decode("utf-8", "replace")

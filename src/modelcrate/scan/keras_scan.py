@@ -137,7 +137,7 @@ def path_text(path: tuple[str | int, ...]) -> str:
 
 def looks_like_keras(root: object) -> bool:
     """A JSON tree that Keras would deserialize: some dict with ``class_name`` and ``config``."""
-    for node in iter_nodes(root, max_nodes=100_000, dicts_only=True):
+    for node in iter_nodes(root, dicts_only=True):  # past MAX_NODES the config walk reports it
         v = node.value
         if isinstance(v, dict) and "class_name" in v and "config" in v:
             return True
@@ -286,7 +286,11 @@ def _torch_module(
         blob = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         blob = raw.encode("latin-1", "replace")
-    ctx.scan_blob(blob, loc.child(f"{where}.module"), depth + 1, name="module.pt")
+    # torch.load reads a zip by its magic and anything else as a (legacy) pickle
+    as_pickle = None if blob.startswith(b"PK\x03\x04") else "pickle"
+    ctx.scan_blob(
+        blob, loc.child(f"{where}.module"), depth + 1, name="module.pt", read_as=as_pickle
+    )
 
 
 def parse_json_bytes(raw: bytes) -> object:
@@ -317,17 +321,27 @@ def scan_keras_config(data: Blob, loc: Location, ctx: ScanContext, depth: int) -
     return "keras-config"
 
 
-def _gcol_strings(data: Blob) -> Iterator[tuple[int, int]]:
+_MAX_COLLECTIONS = 10_000  # HDF5 global heap collections searched for JSON attributes
+_MAX_HEAP_OBJECTS = 100_000  # objects read per collection
+
+
+def _gcol_strings(data: Blob, truncated: list[str]) -> Iterator[tuple[int, int]]:
     """(start, end) of objects in HDF5 global heap collections that start like JSON."""
     pos = data.find(b"GCOL")
     collections = 0
-    while pos >= 0 and collections < 10_000:
+    while pos >= 0:
+        if collections >= _MAX_COLLECTIONS:
+            truncated.append(f"more than {_MAX_COLLECTIONS} global heap collections")
+            return
         collections += 1
         size = int.from_bytes(bytes(data[pos + 8 : pos + 16]), "little")
         end = min(len(data), pos + size)
         p = pos + 16
         objects = 0
-        while p + 16 <= end and objects < 100_000:
+        while p + 16 <= end:
+            if objects >= _MAX_HEAP_OBJECTS:
+                truncated.append(f"a heap collection with more than {_MAX_HEAP_OBJECTS} objects")
+                break
             objects += 1
             index = int.from_bytes(bytes(data[p : p + 2]), "little")
             osize = int.from_bytes(bytes(data[p + 8 : p + 16]), "little")
@@ -339,15 +353,21 @@ def _gcol_strings(data: Blob) -> Iterator[tuple[int, int]]:
         pos = data.find(b"GCOL", pos + 4)
 
 
-def _h5_candidates(data: Blob) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = list(_gcol_strings(data))
+def _h5_candidates(data: Blob, truncated: list[str]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = list(_gcol_strings(data, truncated))
     for needle in (b'{"class_name"', b'{"module"'):
         pos = data.find(needle)
-        while pos >= 0 and len(out) < MAX_CANDIDATES * 4:
+        while pos >= 0:
+            if len(out) >= MAX_CANDIDATES * 4:
+                truncated.append(f"more than {MAX_CANDIDATES * 4} places that start a config")
+                break
             out.append((pos, -1))
             pos = data.find(needle, pos + 1)
     pos = data.find(b"model_config")
-    while pos >= 0 and len(out) < MAX_CANDIDATES * 5:
+    while pos >= 0:
+        if len(out) >= MAX_CANDIDATES * 5:
+            truncated.append(f"more than {MAX_CANDIDATES * 5} places that start a config")
+            break
         brace = data.find(b"{", pos, pos + 512)
         if brace >= 0:
             out.append((brace, -1))
@@ -372,17 +392,30 @@ def _decode_at(
         return obj, text, used
 
 
-def extract_h5_configs(data: Blob, limit: int) -> list[tuple[int, object]]:
-    """JSON objects embedded in an HDF5 file's attributes, found without h5py."""
+def extract_h5_configs(
+    data: Blob, limit: int, truncated: list[str] | None = None
+) -> list[tuple[int, object]]:
+    """JSON objects embedded in an HDF5 file's attributes, found without h5py.
+
+    What a cap kept from the search is described in ``truncated`` (when given).
+    """
+    truncated = [] if truncated is None else truncated
     decoder = json.JSONDecoder()
     docs: list[tuple[int, object]] = []
     spans: list[tuple[int, int]] = []
-    for start, end in sorted(set(_h5_candidates(data)))[: MAX_CANDIDATES * 5]:
+    candidates = sorted(set(_h5_candidates(data, truncated)))
+    if len(candidates) > MAX_CANDIDATES * 5:
+        truncated.append(f"more than {MAX_CANDIDATES * 5} places that start a config")
+    for start, end in candidates[: MAX_CANDIDATES * 5]:
         if any(a <= start < b for a, b in spans):
             continue
         stop = end if end >= 0 else min(len(data), start + limit)
         try:
             obj, text, used = _decode_at(decoder, data, start, stop)
+        except json.JSONDecodeError as exc:
+            if end < 0 and stop < len(data) and exc.pos >= len(exc.doc) - 64:
+                truncated.append(f"a JSON attribute longer than {limit} bytes")
+            continue
         except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):
@@ -415,8 +448,22 @@ def _h5py_configs(data: Blob) -> list[tuple[int, object]]:
 
 def scan_h5(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | None:
     """Scan an HDF5 file (Keras ``.h5``) for its model config, without loading it."""
-    docs = extract_h5_configs(data, ctx.limits.max_string_bytes)
-    if not docs and data.find(b"model_config") >= 0 and len(data) <= ctx.limits.max_member_bytes:
+    truncated: list[str] = []
+    docs = extract_h5_configs(data, ctx.limits.max_string_bytes, truncated)
+    if truncated:
+        ctx.limit(
+            "h5-search",
+            f"HDF5 file has {truncated[0]}: configs past that point were not verified",
+            loc,
+        )
+    if not docs and data.find(b"model_config") >= 0 and len(data) > ctx.limits.max_member_bytes:
+        ctx.not_scanned(
+            f"HDF5 file of {len(data)} bytes names a model_config the raw search could not "
+            f"read, and is over the {ctx.limits.max_member_bytes}-byte limit for reading it "
+            "with h5py",
+            loc,
+        )
+    elif not docs and data.find(b"model_config") >= 0:
         docs = _h5py_configs(data)
         if not docs:
             ctx.add(

@@ -19,6 +19,7 @@ class Limits:
     max_pickles_per_stream: int = 64  # concatenated pickles scanned in one file/member
     # containers
     max_depth: int = 6  # nested containers (zip in zip in tar ...)
+    max_link_steps: int = 1_000_000  # components of link targets followed in one archive
     max_entries: int = 100_000  # members in one archive
     max_member_bytes: int = 512 * MiB  # a member read into memory for scanning
     max_inflated_bytes: int = 2048 * MiB  # total decompressed bytes per top-level file

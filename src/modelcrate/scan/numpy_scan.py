@@ -16,9 +16,12 @@ from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
 
 _MAGIC = b"\x93NUMPY"
-_MAX_HEADER = 1024 * 1024  # numpy itself refuses headers over 10 000 bytes by default
-_MAX_NESTING = 32
-_SCAN_TRAILING = 16 * 1024 * 1024
+# Header text parsed, padding left out. numpy refuses headers over 10 000 bytes by default but
+# reads any size with allow_pickle=True: a longer one is reported as not verified.
+_MAX_HEADER = 1024 * 1024
+# Brackets in a header: above Python's own parser limit (200), so every header numpy can parse
+# is parsed here too; deeper ones fail in numpy as well.
+_MAX_NESTING = 256
 _TYPESTR = re.compile(r"[<>|=]?([a-zA-Z?])(\d*)(\[[A-Za-z0-9]+\])?")
 _SIZED_KINDS = {"b": 1, "i": 1, "u": 1, "f": 1, "c": 1, "S": 1, "a": 1, "V": 1, "U": 4}
 
@@ -127,13 +130,30 @@ def scan_npy(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
     else:
         _malformed(ctx, loc, f"unknown NPY format version {major}.{head[7]}", Severity.MEDIUM)
         return None
-    if hlen > _MAX_HEADER or start + hlen > len(data):
+    if start + hlen > len(data):
         _malformed(ctx, loc, f"NPY header length {hlen} is too large for the file", Severity.MEDIUM)
+        return None
+    if hlen > ctx.limits.max_header_bytes:
+        ctx.limit(
+            "npy-header",
+            f"NPY header of {hlen} bytes is over the {ctx.limits.max_header_bytes}-byte header "
+            "limit: the array (and any pickle in it) was not verified",
+            loc.at(start),
+        )
         return None
     raw = bytes(data[start : start + hlen])
     data_start = start + hlen
     try:
-        text = raw.decode("utf-8" if major == 3 else "latin-1")
+        text = raw.decode("utf-8" if major == 3 else "latin-1").strip()
+        if len(text) > _MAX_HEADER:
+            ctx.limit(
+                "npy-header",
+                f"NPY header holds {len(text)} characters besides padding, over the "
+                f"{_MAX_HEADER} the scanner parses: the array (and any pickle in it) was not "
+                "verified",
+                loc.at(start),
+            )
+            return None
         header = _parse_header(text)
         descr = header["descr"]
         count = _count(header["shape"])
@@ -161,7 +181,13 @@ def scan_npy(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
             f"{extra} bytes after the array data",
             Severity.LOW,
         )
-        if extra <= _SCAN_TRAILING:
+        if extra > ctx.limits.max_member_bytes:
+            ctx.not_scanned(
+                f"{extra} bytes after the array data are over the "
+                f"{ctx.limits.max_member_bytes}-byte member limit and were not scanned",
+                loc.at(data_start + expected),
+            )
+        else:
             tail = bytes(data[data_start + expected :])
             ctx.scan_blob(tail, loc.child("[trailing data]"), depth + 1, name="trailing")
     return "npy"
@@ -181,17 +207,16 @@ def _scan_object(
     )
     size = len(data) - data_start
     if size > ctx.limits.max_member_bytes:
-        ctx.add(
-            Severity.HIGH,
-            "limits.exceeded",
+        ctx.not_scanned(
             f"object-array pickle of {size} bytes is over the {ctx.limits.max_member_bytes}-byte "
             "limit and was not scanned",
             loc.at(data_start),
-            why="the rest of this input was not verified; raise the limit only for trusted input",
         )
         return "npy-object"
     payload = bytes(data[data_start:])
-    ctx.scan_blob(payload, loc.child("[object-array pickle]"), depth + 1, name="object.pkl")
+    ctx.scan_blob(
+        payload, loc.child("[object-array pickle]"), depth + 1, name="object.pkl", read_as="pickle"
+    )
     return "npy-object"
 
 

@@ -31,6 +31,9 @@ _TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION = 8, 13, 14
 _FUNC_NAME, _FUNC_NODE, _FUNC_DOMAIN = 1, 7, 10
 
 
+_MAX_VALUE = 64 << 10  # an external-data entry (a path) read for the checks
+
+
 @dataclass
 class _External:
     tensor: str
@@ -44,6 +47,7 @@ class _Walker(Reader):
     domains: dict[str, set[str]] = field(default_factory=dict)
     functions: set[tuple[str, str]] = field(default_factory=set)
     externals: list[_External] = field(default_factory=list)
+    too_long: int = 0  # external-data values longer than _MAX_VALUE (not verified)
 
     def model(self) -> None:
         for f in self.iter(0, len(self.data), 0):
@@ -128,7 +132,9 @@ class _Walker(Reader):
                     if h.wire == LEN and h.number == 1:
                         key = self.text(h, 1024)
                     elif h.wire == LEN and h.number == 2:
-                        value = self.text(h, 4096)
+                        value = self.text(h, _MAX_VALUE)
+                        if h.end - h.start > _MAX_VALUE:
+                            self.too_long += 1
                 entries[key] = value
         if external or entries:
             self.externals.append(_External(name, f.offset, entries, external))
@@ -149,6 +155,13 @@ def scan_onnx(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
         )
     except TooManyFields as exc:
         ctx.limit("onnx-fields", f"ONNX model has {exc}", loc)
+    if walker.too_long:
+        ctx.limit(
+            "onnx-text",
+            f"{walker.too_long} external-data entries are longer than {_MAX_VALUE} bytes: "
+            "their paths were not verified",
+            loc,
+        )
     for ext in walker.externals:
         _check_external(ext, loc, ctx)
     _report_domains(walker, loc, ctx)

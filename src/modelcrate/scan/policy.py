@@ -13,12 +13,27 @@ NEVER_ALLOWED_MODULES = frozenset({"os", "posix", "nt", "sys", "subprocess", "bu
 
 
 @dataclass(frozen=True)
+class Override:
+    """What a policy did to one finding's severity: the new severity and the note to show."""
+
+    severity: Severity
+    note: str | None = None  # None when the severity is unchanged
+
+
+@dataclass(frozen=True)
 class Policy:
-    """``allow_globals`` holds exact ``module.qualname`` entries or ``module.*`` prefixes."""
+    """``allow_globals`` holds exact ``module.qualname`` entries or ``module.*`` prefixes.
+
+    ``rule_severity`` overrides the severity of a rule's findings; it may raise any finding
+    and lower any but a CRITICAL one. ``rule_reasons`` says why (shown with every finding the
+    override changed), ``source`` names the policy file.
+    """
 
     fail_on: Severity = Severity.HIGH
     allow_globals: frozenset[str] = frozenset()
     rule_severity: dict[str, Severity] = field(default_factory=dict)
+    rule_reasons: dict[str, str] = field(default_factory=dict)
+    source: str = ""
 
     def allows_global(self, module: str, qualname: str) -> bool:
         """True when the user's policy admits ``module.qualname`` (never for os/sys/...)."""
@@ -34,8 +49,28 @@ class Policy:
         )
 
     def severity_for(self, rule_id: str, severity: Severity) -> Severity:
-        """Apply a per-rule override from the policy file."""
-        return self.rule_severity.get(rule_id, severity)
+        """Apply a per-rule override from the policy file (never below CRITICAL for CRITICAL)."""
+        return self.override(rule_id, severity).severity
+
+    def override(self, rule_id: str, severity: Severity) -> Override:
+        """The severity a finding of ``rule_id`` gets under this policy, and what to say about it.
+
+        A CRITICAL finding is never lowered: the override is refused and the refusal shown.
+        """
+        wanted = self.rule_severity.get(rule_id)
+        if wanted is None or wanted == severity:
+            return Override(severity)
+        who = f"policy {self.source}" if self.source else "the scan policy"
+        reason = self.rule_reasons.get(rule_id, "")
+        because = f": {reason}" if reason else ""
+        if severity is Severity.CRITICAL and wanted < severity:
+            return Override(
+                severity,
+                f"{who} asks for {wanted.name} for {rule_id}; refused: "
+                "CRITICAL findings are never lowered",
+            )
+        verb = "lowered" if wanted < severity else "raised"
+        return Override(wanted, f"{verb} from {severity.name} to {wanted.name} by {who}{because}")
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -46,6 +81,7 @@ def load_policy(path: str | Path) -> Policy:
     globals = ["mypkg.models.Net", "mypkg.layers.*"]
     [rules]
     "onnx.custom-domain" = "info"
+    "torch.torchscript" = {severity = "medium", reason = "our own TorchScript models"}
     """
     import json
     import tomllib
@@ -92,8 +128,33 @@ def _policy_from_dict(data: dict[str, object], where: str) -> Policy:
     rules = data.get("rules", {})
     if not isinstance(rules, dict):
         raise bad("[rules] must be a table of rule_id = severity")
-    try:
-        overrides = {str(k): Severity.parse(str(v)) for k, v in rules.items()}
-    except ValueError as exc:
-        raise bad(str(exc)) from exc
-    return Policy(fail_on=fail_on, allow_globals=frozenset(globals_), rule_severity=overrides)
+    overrides: dict[str, Severity] = {}
+    reasons: dict[str, str] = {}
+    for key, value in rules.items():
+        rule = str(key)
+        if isinstance(value, dict):
+            extra = set(value) - {"severity", "reason"}
+            if extra or "severity" not in value:
+                raise bad(
+                    f"[rules] {rule!r} must be a severity or a table "
+                    '{severity = "...", reason = "..."}'
+                )
+            reason = value.get("reason", "")
+            if not isinstance(reason, str):
+                raise bad(f"[rules] {rule!r}: reason must be a string")
+            if reason.strip():
+                reasons[rule] = " ".join(reason.split())
+            value = value["severity"]
+        if not isinstance(value, str):
+            raise bad(f'[rules] {rule!r}: severity must be a string such as "medium"')
+        try:
+            overrides[rule] = Severity.parse(value)
+        except ValueError as exc:
+            raise bad(f"[rules] {rule!r}: {exc}") from exc
+    return Policy(
+        fail_on=fail_on,
+        allow_globals=frozenset(globals_),
+        rule_severity=overrides,
+        rule_reasons=reasons,
+        source=where,
+    )

@@ -13,6 +13,7 @@ RULES: dict[str, str] = {
     "scan.unreadable": "The file could not be read",
     "format.unknown": "Unrecognised format: not scanned for code, reported so nothing is silently skipped",
     "format.mismatch": "The file's content does not match its name",
+    "format.polyglot": "The content is valid for several formats at once; it was analysed as each",
     "limits.exceeded": "A scan limit was reached; the rest of the input was not verified",
     "path.symlink-escape": "A symbolic link points outside the scanned tree",
     # pickle

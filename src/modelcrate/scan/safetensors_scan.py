@@ -68,11 +68,16 @@ def scan_safetensors(data: Blob, loc: Location, ctx: ScanContext, depth: int) ->
         rep.bad(f"file of {size} bytes is too short for a safetensors header length", 0)
         return "safetensors"
     (n,) = struct.unpack("<Q", bytes(data[:8]))
-    if n > ctx.limits.max_header_bytes:
-        rep.bad(f"header length {n} exceeds the {ctx.limits.max_header_bytes}-byte limit", 0)
-        return "safetensors"
     if n > size - 8:
         rep.bad(f"header length {n} runs past the end of the {size}-byte file", 0)
+        return "safetensors"
+    if n > ctx.limits.max_header_bytes:
+        ctx.limit(
+            "header",
+            f"header length {n} exceeds the {ctx.limits.max_header_bytes}-byte limit: the header "
+            "and the rest of the file were not verified",
+            loc.at(0),
+        )
         return "safetensors"
     raw = bytes(data[8 : 8 + n])
     if not raw.startswith(b"{"):
@@ -103,13 +108,16 @@ def scan_safetensors(data: Blob, loc: Location, ctx: ScanContext, depth: int) ->
     _check_layout(spans, size - 8 - n, 8 + n, rep)
     data_len = size - 8 - n
     end = max((e for _, _, e in spans), default=0)
-    if (
-        end < data_len
-        and rep.count <= MAX_FINDINGS
-        and data_len - end <= ctx.limits.max_member_bytes
-    ):
-        trailing = bytes(data[8 + n + end :])
-        ctx.scan_blob(trailing, loc.child("<trailing bytes>"), depth + 1, name="trailing")
+    if end < data_len:
+        if data_len - end > ctx.limits.max_member_bytes:
+            ctx.not_scanned(
+                f"{data_len - end} trailing bytes after the last tensor are over the "
+                f"{ctx.limits.max_member_bytes}-byte member limit and were not scanned",
+                loc.at(8 + n + end),
+            )
+        else:
+            trailing = bytes(data[8 + n + end :])
+            ctx.scan_blob(trailing, loc.child("<trailing bytes>"), depth + 1, name="trailing")
     return "safetensors"
 
 

@@ -10,9 +10,10 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelcrate.scan.archive_links import LinkChecker
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
-from modelcrate.scan.zipscan import link_escapes, name_problem, report_link, report_name
+from modelcrate.scan.zipscan import name_problem, report_name
 
 _SYMLINK_READ = 4096
 
@@ -153,14 +154,20 @@ def _scan_archive(archive: Any, data: Blob, loc: Location, ctx: ScanContext, dep
         _malformed(
             ctx, loc, f"7z extraction failed: {type(exc).__name__}: {exc}; what was read is scanned"
         )
+    checker = LinkChecker(ctx, loc)
+    for info in infos:  # in archive order, as py7zr creates them
+        name = str(info.filename)
+        if info.is_directory:
+            checker.member(name, "dir", loc.child(name))
+        elif name in links and name in sink.products:
+            raw = sink.products[name].data.getvalue()[:_SYMLINK_READ]
+            checker.member(name, "symlink", loc.child(name), raw.decode("utf-8", "replace"))
+        else:
+            checker.member(name, "file", loc.child(name))
+    checker.finish()
     for name, buf in sink.products.items():
-        mloc = loc.child(name)
-        content = buf.data.getvalue()
-        if name in links:
-            target = content[:_SYMLINK_READ].decode("utf-8", "replace")
-            report_link(ctx, mloc, target, escapes=link_escapes(name, target))
-            continue
-        ctx.scan_blob(content, mloc, depth + 1, name=name)
+        if name not in links:
+            ctx.scan_blob(buf.data.getvalue(), loc.child(name), depth + 1, name=name)
     return "7z"
 
 

@@ -13,9 +13,10 @@ import struct
 import tarfile
 from typing import IO, cast
 
+from modelcrate.scan.archive_links import LinkChecker
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
-from modelcrate.scan.zipscan import link_escapes, name_problem, report_link, report_name
+from modelcrate.scan.zipscan import report_name
 
 _LEGACY_MEMBERS = frozenset({"pickle", "storages", "tensors"})
 _TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OSError, struct.error, UnicodeError)
@@ -106,25 +107,30 @@ def scan_tar(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
             loc,
             why="every pickle in it runs unrestricted at load; convert the model to safetensors",
         )
+    links = LinkChecker(ctx, loc)
     for info in infos:
-        _scan_member(data, info, loc, ctx, depth=depth, legacy=legacy)
+        _scan_member(data, info, loc, ctx, depth=depth, legacy=legacy, links=links)
+    links.finish()
     return "pytorch-legacy-tar" if legacy else "tar"
 
 
 def _scan_member(
-    data: Blob, info: tarfile.TarInfo, loc: Location, ctx: ScanContext, *, depth: int, legacy: bool
+    data: Blob,
+    info: tarfile.TarInfo,
+    loc: Location,
+    ctx: ScanContext,
+    *,
+    depth: int,
+    legacy: bool,
+    links: LinkChecker,
 ) -> None:
     mloc = loc.child(info.name)
     report_name(ctx, info.name, loc.at(info.offset))
     if info.issym() or info.islnk():
-        kind = "symbolic" if info.issym() else "hard"
-        escapes = (
-            link_escapes(info.name, info.linkname)
-            if info.issym()
-            else name_problem(info.linkname) is not None
-        )
-        report_link(ctx, mloc, info.linkname, escapes=escapes, kind=kind)
+        kind = "symlink" if info.issym() else "hardlink"
+        links.member(info.name, kind, mloc, info.linkname)
         return
+    links.member(info.name, "dir" if info.isdir() else "file", mloc)
     if info.ischr() or info.isblk() or info.isfifo():
         _malformed(ctx, mloc, "member is a device node or FIFO", Severity.MEDIUM)
         return
@@ -132,13 +138,10 @@ def _scan_member(
         return
     start, size = info.offset_data, info.size
     if size > ctx.limits.max_member_bytes:
-        ctx.add(
-            Severity.HIGH,
-            "limits.exceeded",
+        ctx.not_scanned(
             f"member of {size} bytes is over the {ctx.limits.max_member_bytes}-byte limit and "
             "was not scanned",
             mloc,
-            why="the rest of this input was not verified; raise the limit only for trusted input",
         )
         return
     if start + size > len(data):
@@ -187,10 +190,18 @@ def _scan_legacy_stream(
                 "scanned as one blob",
                 Severity.MEDIUM,
             )
-            ctx.scan_blob(blob[pos:], mloc.child(f"[@{pos}]"), depth + 1, name=member)
+            ctx.scan_blob(
+                blob[pos:], mloc.child(f"[@{pos}]"), depth + 1, name=member, read_as="pickle"
+            )
             return
         end, glob = found
-        ctx.scan_blob(blob[pos:end], mloc.child(f"[pickle @{pos}]"), depth + 1, name="pickle")
+        ctx.scan_blob(
+            blob[pos:end],
+            mloc.child(f"[pickle @{pos}]"),
+            depth + 1,
+            name="pickle",
+            read_as="pickle",
+        )
         pieces += 1
         if pieces > ctx.limits.max_entries:
             ctx.limit("entries", f"legacy {member} stream holds too many records", mloc)

@@ -80,7 +80,10 @@ def variants(template: str) -> list[str]:
     return [low, plain, joined, re.sub(r"\s+", "", joined)]
 
 
-def find_ssti(template: str, limit: int = 1 << 20) -> list[SstiHit]:
+_SEARCHED = 1 << 20  # characters of a template searched by check_template
+
+
+def find_ssti(template: str, limit: int = _SEARCHED) -> list[SstiHit]:
     """Reasons a Jinja template reaches Python internals; empty for a plain template."""
     text = template[:limit]
     hits: dict[str, Severity] = {}
@@ -106,14 +109,21 @@ def find_ssti(template: str, limit: int = 1 << 20) -> list[SstiHit]:
         hits.setdefault("character-building trick", Severity.HIGH)
     if _IMPORT_TAG.search(plain):
         hits.setdefault("template import/include", Severity.MEDIUM)
-    if len(template) > limit:
-        hits.setdefault(f"template longer than {limit} characters", Severity.MEDIUM)
+    if len(template) > limit:  # the rest was not searched: at the gate, never below it
+        hits.setdefault(f"template longer than {limit} characters", Severity.HIGH)
     return [SstiHit(sev, name) for name, sev in hits.items()]
 
 
 def check_template(template: str, loc: Location, ctx: ScanContext, where: str) -> None:
     """Report the SSTI indicators of ``template`` (found at ``where``) as one finding."""
     hits = find_ssti(template)
+    if len(template) > _SEARCHED:
+        ctx.limit(
+            "template",
+            f"Jinja template in {where} is longer than {_SEARCHED} characters: the rest was not "
+            "searched",
+            loc,
+        )
     if not hits:
         return
     worst = max(h.severity for h in hits)

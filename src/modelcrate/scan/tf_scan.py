@@ -49,6 +49,8 @@ _SHELLISH = re.compile(
 )
 _PATH_ATTRS = ("memory_region_name", "file_pattern", "debug_urls", "output_stream", "logdir")
 
+_MAX_METADATA = 64 << 20  # keras_metadata.pb JSON read for the Keras config check
+
 
 @dataclass
 class _Node:
@@ -146,7 +148,7 @@ class _Walker(Reader):
             if f.number == 1 and f.wire == LEN:
                 for g in self.iter(f.start, f.end, 1):
                     if g.number == 5 and g.wire == LEN:
-                        self.metadata.append((g.start, self.text(g, 64 << 20)))
+                        self.metadata.append((g.start, self.text(g, _MAX_METADATA)))
 
 
 def _kind(data: Blob) -> str:
@@ -190,6 +192,14 @@ def scan_savedmodel(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> 
     for where, nodes in walker.graphs:
         _check_graph(where, nodes, loc, ctx)
     for offset, text in walker.metadata:
+        if len(text) >= _MAX_METADATA:
+            ctx.limit(
+                "tf-metadata",
+                f"keras_metadata.pb holds metadata longer than {_MAX_METADATA} bytes: it was "
+                "not verified",
+                loc.at(offset),
+            )
+            continue
         _check_metadata(text, loc.at(offset), ctx, depth)
     return {"saved_model": "savedmodel", "graph_def": "tf-graphdef"}.get(kind, "keras-metadata")
 

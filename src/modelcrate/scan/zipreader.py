@@ -102,6 +102,34 @@ def _find_eocd(data: Blob) -> int:
     return -1
 
 
+def has_central_directory(data: Blob) -> bool:
+    """True when an end record near the end points at a central directory (read from the end).
+
+    This is how :mod:`zipfile` (and every reader that seeks to the end) finds an archive, so
+    it also finds one appended to a pickle or any other file. Only the tail and the first
+    central record are read.
+    """
+    eocd = _find_eocd(data)
+    if eocd < 0:
+        return False
+    _, _disk, _cd_disk, _n_disk, count, cd_size, cd_offset, _clen = _EOCD.unpack_from(
+        bytes(data[eocd : eocd + _EOCD.size])
+    )
+    loc64 = eocd - _EOCD64_LOC.size
+    if loc64 >= 0 and bytes(data[loc64 : loc64 + 4]) == EOCD64_LOC_SIG:
+        _, _d, eocd64_off, _t = _EOCD64_LOC.unpack_from(bytes(data[loc64 : loc64 + 20]))
+        rec = bytes(data[eocd64_off : eocd64_off + _EOCD64.size])
+        if len(rec) == _EOCD64.size and rec[:4] == EOCD64_SIG:
+            fields = _EOCD64.unpack_from(rec)
+            count, cd_size, cd_offset = fields[7], fields[8], fields[9]
+    if count == 0:
+        return False  # an empty archive holds nothing to scan
+    for start in (cd_offset, eocd - cd_size):
+        if 0 <= start < len(data) and bytes(data[start : start + 4]) == CENTRAL_SIG:
+            return True
+    return False
+
+
 def _zip64_extra(extra: bytes, need: list[str], values: dict[str, int]) -> None:
     """Replace 0xFFFFFFFF fields from the ZIP64 extended-information extra field (id 1)."""
     pos = 0

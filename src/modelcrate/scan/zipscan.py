@@ -18,6 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 
+from modelcrate.scan.archive_links import LinkChecker
 from modelcrate.scan.compressed import Decoder, ZlibDecoder, bounded_decompress
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
@@ -80,7 +81,13 @@ def link_escapes(member: str, target: str) -> bool:
 
 
 def report_link(
-    ctx: ScanContext, mloc: Location, target: str, *, escapes: bool, kind: str = "symbolic"
+    ctx: ScanContext,
+    mloc: Location,
+    target: str,
+    *,
+    escapes: bool,
+    kind: str = "symbolic",
+    detail: str = "",
 ) -> None:
     """Report a link member (shared with the tar and 7z scanners): HIGH when it escapes."""
     inside = Severity.MEDIUM if kind == "symbolic" else Severity.LOW
@@ -88,7 +95,8 @@ def report_link(
         Severity.HIGH if escapes else inside,
         "archive.symlink",
         f"member is a {kind} link to {target!r}"
-        + (", outside the extraction folder" if escapes else ""),
+        + (", outside the extraction folder" if escapes else "")
+        + detail,
         mloc,
         why="extracting it lets later writes or reads reach files the model should not touch",
         symbol=target,
@@ -188,25 +196,30 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
     if flavour == "torchscript":
         code = [n for n in names if "/code/" in n and n.endswith(".py")]
         ctx.add(
-            Severity.MEDIUM,
+            Severity.HIGH if code else Severity.MEDIUM,
             "torch.torchscript",
             f"TorchScript archive with {len(code)} code file(s): executable content run by "
             "torch.jit.load (and by torch.load in torch <= 2.5.1, CVE-2025-32434)",
             loc,
-            why="TorchScript code runs when the model is loaded and called; review its source",
+            why="TorchScript code runs when the model is loaded and called; review its source, "
+            "then admit your own models with a policy rule override that gives the reason",
         )
     torchscript_roots = {
         n.split("/", 1)[0] for n in names if flavour == "torchscript" and _is_constants(n)
     }
+    links = LinkChecker(ctx, loc)
     for entry in directory.entries:
         mloc = loc.child(entry.name)
         report_name(ctx, entry.name, loc.at(entry.record_offset))
         if entry.is_dir:
+            links.member(entry.name, "dir", mloc)
             continue
+        local = locals_.get(entry.index)
+        if local is None or not stat.S_ISLNK(entry.unix_mode):
+            links.member(entry.name, "file", mloc)
         storage = _STORAGE.fullmatch(entry.name)
         if storage and storage.group(1) in roots:
             continue  # raw tensor bytes: never read (see _STORAGE)
-        local = locals_.get(entry.index)
         if local is None:
             continue  # reported by _check_layout
         # In a real TorchScript archive (constants.pkl present: what torch.load checks before
@@ -214,7 +227,7 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
         script = bool(torchscript_roots) and entry.name.split("/", 1)[0] in torchscript_roots
         try:
             with ctx.pickle_dialect_set("torchscript" if script else None):
-                _scan_entry(data, entry, local, mloc=mloc, ctx=ctx, depth=depth)
+                _scan_entry(data, entry, local, mloc=mloc, ctx=ctx, depth=depth, links=links)
         except (ValueError, IndexError, struct.error, MemoryError) as exc:
             ctx.add(
                 Severity.HIGH,
@@ -223,6 +236,7 @@ def scan_zip(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | N
                 mloc,
                 why="this member was not verified; the other members were still scanned",
             )
+    links.finish()
     return flavour
 
 
@@ -237,8 +251,16 @@ def _scan_prefix(
         loc.at(0),
         why="another loader may read the file from its start; those bytes were scanned too",
     )
-    if n <= ctx.limits.max_member_bytes:
-        ctx.scan_blob(bytes(data[:n]), loc.child("[prefix]"), depth + 1, name="prefix")
+    if set(ctx.blob_formats) - {"zip"}:
+        return  # the whole file is already analysed from byte 0 as its other formats
+    if n > ctx.limits.max_member_bytes:
+        ctx.not_scanned(
+            f"{n} bytes before the first zip member exceed the {ctx.limits.max_member_bytes}-byte "
+            "member limit and were not scanned",
+            loc.at(0),
+        )
+        return
+    ctx.scan_blob(bytes(data[:n]), loc.child("[prefix]"), depth + 1, name="prefix")
 
 
 def _check_layout(
@@ -301,6 +323,7 @@ def _scan_entry(
     mloc: Location,
     ctx: ScanContext,
     depth: int,
+    links: LinkChecker,
 ) -> None:
     lim = ctx.limits
     start, end = local.data_start, local.data_start + entry.compressed_size
@@ -330,18 +353,14 @@ def _scan_entry(
             "(CVE-2025-1945)",
         )
     if stat.S_ISLNK(entry.unix_mode):
-        _symlink(data, entry, (start, end), mloc, ctx)
+        _symlink(data, entry, (start, end), mloc, links)
         return
     if entry.method == 0:
         if end - start > lim.max_member_bytes:
-            ctx.add(
-                Severity.HIGH,
-                "limits.exceeded",
+            ctx.not_scanned(
                 f"member of {end - start} bytes is over the {lim.max_member_bytes}-byte limit "
                 "and was not scanned",
                 mloc,
-                why="the rest of this input was not verified; raise the limit only for trusted "
-                "input",
             )
             return
         content = bytes(data[start:end])
@@ -390,8 +409,9 @@ def _encrypted(ctx: ScanContext, mloc: Location, entry: ZipEntry) -> None:
 
 
 def _symlink(
-    data: Blob, entry: ZipEntry, span: tuple[int, int], mloc: Location, ctx: ScanContext
+    data: Blob, entry: ZipEntry, span: tuple[int, int], mloc: Location, links: LinkChecker
 ) -> None:
+    """A link stored as a member whose Unix mode says S_IFLNK: its data is the target."""
     start, end = span
     raw = bytes(data[start : min(end, start + _SYMLINK_READ)])
     if entry.method == 8:
@@ -400,7 +420,7 @@ def _symlink(
         except zlib.error:
             raw = b""
     target = raw.decode("utf-8", "replace")
-    report_link(ctx, mloc, target, escapes=link_escapes(entry.name, target))
+    links.member(entry.name, "symlink", mloc, target)
 
 
 def _check_torchscript_code(code: bytes, mloc: Location, ctx: ScanContext) -> None:
@@ -412,7 +432,7 @@ def _check_torchscript_code(code: bytes, mloc: Location, ctx: ScanContext) -> No
             continue
         seen.add(call)
         ctx.add(
-            Severity.HIGH,
+            Severity.HIGH if code else Severity.MEDIUM,
             "torch.torchscript",
             f"TorchScript code calls {call.decode()}, which reads/writes files or loads native "
             "code when the model runs",

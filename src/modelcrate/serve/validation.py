@@ -118,7 +118,7 @@ class RecordValidator:
         if max_rows and len(records) > max_rows:
             raise TooManyRecords(len(records), max_rows)
         if self._oversized(records):
-            raise self._report(body, None, single, None, json=True)
+            raise self._report(body, doc, single, None, json=True)
         from pydantic import ValidationError
 
         try:
@@ -126,7 +126,7 @@ class RecordValidator:
                 return [self.one.validate_json(body)], True
             return self.many.validate_json(body), False
         except ValidationError as exc:
-            raise self._report(body, None, single, exc, json=True) from None
+            raise self._report(body, doc, single, exc, json=True) from None
 
     def validate_python(self, records: list[Any], max_rows: int) -> list[Any]:
         """Records already decoded (a non-empty list), validated as :meth:`validate_json` does.
@@ -154,7 +154,7 @@ class RecordValidator:
     def _report(
         self,
         body: bytes,
-        doc: Any,
+        doc: Any,  # the parsed body (orjson's reading: an integer beyond 64 bits is a float)
         single: bool,
         first: ValidationError | None,
         *,
@@ -165,11 +165,6 @@ class RecordValidator:
         if first_errors and first_errors[0]["type"] == "json_invalid":
             error = first_errors[0]
             return InvalidRecords([_error(error, (), _clip_bytes(body))], False)
-        if doc is None:  # the values as the validator read them (big integers, NaN)
-            try:
-                doc = _from_json(body)
-            except ValueError:  # nested deeper than the validator's parser goes
-                return _not_json(body)
         records = [doc] if single else doc
         for error in first_errors:  # the first invalid record's (the validator failed fast)
             errors.append(_error(error, error["loc"], _input_at(records, single, error)))
@@ -219,7 +214,9 @@ class RecordValidator:
             except (ValueError, TypeError, pydantic_core.PydanticSerializationError):
                 data = None
             if data is not None:
-                return _details(_failure(self.schema.chunk, data, json=True))
+                errors = _details(_failure(self.schema.chunk, data, json=True))
+                if all(error["loc"] for error in errors):  # else: JSON the parser refuses
+                    return errors
         return _details(_failure(self.schema.chunk, records, json=False))
 
 

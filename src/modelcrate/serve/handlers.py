@@ -258,9 +258,7 @@ def validation_error(exc: InvalidRecords) -> Reply:
     return Reply(body, 422)
 
 
-def v1_records(
-    body: bytes, names: tuple[str, ...], codec: Any, max_rows: int = 0
-) -> list[Record]:
+def v1_records(body: bytes, names: tuple[str, ...], codec: Any, max_rows: int = 0) -> list[Record]:
     """The validated records of a V1 request body (``{"instances": [...]}``), at most
     ``max_rows`` of them (0: no limit)."""
     try:

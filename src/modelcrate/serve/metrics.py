@@ -206,6 +206,4 @@ class MetricsMiddleware:
             metrics.in_flight -= 1
             if status or failed:  # nothing sent, no error: the client left before its body
                 route = getattr(scope.get("route"), "path", None) or UNMATCHED
-                metrics.record(
-                    route, scope["method"], status or 500, time.perf_counter() - started
-                )
+                metrics.record(route, scope["method"], status or 500, time.perf_counter() - started)

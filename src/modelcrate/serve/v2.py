@@ -155,17 +155,17 @@ class V2Codec:
         if not isinstance(raw, list) or not raw:
             raise V2Error(400, "'inputs' must be a non-empty list of tensors")
         most = max(len(self.columns), 1)  # one tensor per column at most
-        if len(raw) > most:
-            raise V2Error(
-                400, f"the request has {len(raw)} inputs; model {self.info.name!r} takes "
-                f"at most {most}: " + ", ".join(repr(c.name) for c in self.columns[:20]),
-            )  # fmt: skip
         tensors: dict[str, dict[str, Any]] = {}
         for i, t in enumerate(raw):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str):
                 raise V2Error(400, f"inputs[{i}] must be an object with a string 'name'")
             if t["name"] in tensors:
                 raise V2Error(400, f"input {shown(t['name'])} is given more than once")
+            if len(tensors) == most:  # nothing read past what a model can take
+                raise V2Error(
+                    400, f"the request has {len(raw)} inputs; model {self.info.name!r} takes "
+                    f"at most {most}: " + ", ".join(repr(c.name) for c in self.columns[:20]),
+                )  # fmt: skip
             tensors[t["name"]] = t
         try:
             chunks = binary_chunks(raw, blob)
@@ -382,8 +382,8 @@ def _to_array(flat: list[Any], spec: TensorSpec) -> np.ndarray:
         wrong = sorted(t.__name__ for t in found - allowed)
         raise V2Error(
             400,
-            f"input {name!r} ({datatype}) must hold {what}; it holds values of the wrong type "
-            f"({', '.join(wrong)})",
+            f"input {name!r} ({datatype}) holds values of the wrong type ({', '.join(wrong)}): "
+            f"it must hold {what}",
         )
     if datatype == "BYTES":
         return np.array(flat, dtype=object)

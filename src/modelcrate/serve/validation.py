@@ -15,8 +15,9 @@ a million empty records, or one record with a million unknown keys, makes millio
   and clipped (:func:`clip`): an error body stays a few kilobytes whatever was sent.
 
 Pydantic is imported only when a validator is needed (an all-float model's valid requests never
-need one). Valid requests pay one fast parse (orjson, for the record count and key counts) on top of the
-validator's own ``validate_json``; the messages are the validator's (JSON mode, as before).
+need one). Valid requests pay one fast parse (orjson, for the record count and key counts) on
+top of the validator's own ``validate_json``; the messages are the validator's (JSON mode, as
+before).
 """
 
 from __future__ import annotations

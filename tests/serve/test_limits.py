@@ -164,11 +164,13 @@ def test_slow_request_times_out_with_504_and_probes_do_not() -> None:
 def test_limits_travel_to_workers_through_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits = Limits(1234, 7, 2.5)
+    limits = Limits(1234, 7, 2.5, max_rows=99, read_timeout_s=0.5, max_connections=12)
     monkeypatch.setenv(LIMITS_ENV, limits.to_env())
     assert Limits.from_env() == limits
+    monkeypatch.setenv(LIMITS_ENV, "1234,7,2.5")  # what an older parent process sets
+    assert Limits.from_env() == Limits(1234, 7, 2.5)
     monkeypatch.delenv(LIMITS_ENV)
-    assert Limits.from_env() == Limits(8 * 1024 * 1024, 256, 30.0)
+    assert Limits.from_env() == Limits(8 * 1024 * 1024, 256, 30.0, 65_536, 10.0, 2048)
 
 
 @pytest.fixture(scope="module")

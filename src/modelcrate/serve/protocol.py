@@ -218,6 +218,7 @@ def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:
         _began = 0.0  # when the current request's headers ended
         _now = 0.0  # when the data being parsed arrived
         _chunks = 0  # data_received calls
+        _chunk_size = 0  # bytes of the last one
         _head_chunk = 0  # the call in which the current head began
         _head_fed = 0  # bytes of the current head after that call's
         _in_head = False  # a request's head has begun and is not complete
@@ -237,6 +238,7 @@ def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:
             # uvicorn's, with the header limits (431) and the clock of the deadlines
             now = self._now = time.monotonic()
             self._chunks += 1
+            self._chunk_size = len(data)
             if self._phase == _BODY:
                 self._since = now  # the body moves
             self._unset_keepalive_if_required()
@@ -275,7 +277,11 @@ def fast_protocol(app: ServingApp) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
-            if self._head_chunk != self._chunks or len(self.headers) > MAX_HEADERS:
+            if (
+                self._head_chunk != self._chunks  # the head came in several reads
+                or self._chunk_size > MAX_HEADER_BYTES
+                or len(self.headers) > MAX_HEADERS
+            ):
                 self._check_head()
             self._phase = _BODY
             self._since = self._began = self._now

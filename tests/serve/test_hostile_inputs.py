@@ -523,3 +523,62 @@ def test_the_limits_name_their_defaults() -> None:
 
     assert MAX_HEADER_BYTES == 64 * 1024  # as the tests above assume
     assert MAX_PIPELINED == 8
+
+
+def _codec(dtype: str) -> Any:
+    from modelcrate.serve.v2 import V2Codec
+
+    sig = Signature(
+        inputs=tuple(Column(f"c{i}", dtype) for i in range(4)),  # type: ignore[arg-type]
+        outputs=(Output("prediction", "float32"),),
+        task="regression",
+        tensor_input=True,
+        tensor_dtype=dtype,  # type: ignore[arg-type]
+    )
+    return V2Codec(ModelInfo(name="m", version="sha256:" + "ef" * 32, signature=sig))
+
+
+ODD = st.sampled_from(
+    [None, True, False, "3", "x", [1], {}, 1e39, -3.5e38, 1.5e308, 2**31, 2**63 - 1, 2**64 - 1]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["float32", "float64", "int32", "int64"]),
+    st.lists(st.one_of(st.integers(-9, 9), st.floats(-1e6, 1e6)), min_size=80, max_size=80),
+    st.lists(st.tuples(st.integers(0, 79), ODD), max_size=2),
+)
+def test_numbers_read_by_numpy_agree_with_the_value_by_value_check(
+    dtype: str, data: list[Any], odd: list[tuple[int, Any]]
+) -> None:
+    """Large numeric tensors are read by NumPy unless the request holds JSON true/false; the
+    verdict (and the values) must be those of the value-by-value check."""
+    from modelcrate.serve.v2 import V2Error
+
+    for i, value in odd:
+        data[i] = value
+    codec = _codec(dtype)
+    datatype = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}[dtype]
+    doc: dict[str, Any] = {
+        "inputs": [{"name": "input", "shape": [20, 4], "datatype": datatype, "data": data}]
+    }
+
+    def verdict(body: bytes) -> tuple[str, Any]:
+        try:
+            return "ok", codec.parse_request(body).inputs["input"]
+        except V2Error as exc:
+            return "error", exc.status
+
+    plain = orjson.dumps(doc)
+    literal = orjson.dumps(doc | {"parameters": {"flag": True}})  # value by value
+    fast, exact = verdict(plain), verdict(literal)
+    if any(isinstance(v, bool) for v in data):
+        assert exact == ("error", 400)
+        return
+    assert fast[0] == exact[0], (fast, exact)
+    if fast[0] == "ok":
+        assert fast[1].dtype == exact[1].dtype
+        np.testing.assert_array_equal(fast[1], exact[1])
+    else:
+        assert fast == exact

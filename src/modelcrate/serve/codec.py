@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from modelcrate.errors import InputError
+from modelcrate.serve.validation import INVALID_JSON, TooManyRecords, loads
 
 if TYPE_CHECKING:
     from modelcrate.crate.signature import Signature
@@ -101,8 +102,6 @@ class Codec:
 
         All-float models take valid bodies straight to their tensor (:meth:`parse_matrix`);
         anything else, or anything that path does not accept, goes to the validator."""
-        from modelcrate.serve.validation import INVALID_JSON, TooManyRecords, loads
-
         doc = loads(body)
         if type(doc) is list and max_rows and len(doc) > max_rows:
             raise TooManyRecords(len(doc), max_rows)

@@ -13,6 +13,7 @@ data extension (``v2_binary``); outputs are answered in binary where requested. 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,10 @@ class V2Codec:
         except BinaryFormatError as exc:
             raise V2Error(400, str(exc)) from None
 
+        # JSON true/false anywhere in the request: numeric data must then be checked value by
+        # value (NumPy would take true as 1.0); without them, NumPy's own reading tells
+        text = header if isinstance(header, bytes) else bytes(header)
+        literals = b"true" in text or b"false" in text
         specs = self.columns
         if self.tensor is not None and not (
             self.tensor.name not in tensors and set(tensors) == {c.name for c in self.columns}
@@ -181,7 +186,7 @@ class V2Codec:
         arrays: dict[str, np.ndarray] = {}
         rows = -1
         for spec in specs:
-            arr = _tensor(tensors[spec.name], spec, chunks.get(spec.name), self.max_rows)
+            arr = _tensor(tensors[spec.name], spec, chunks.get(spec.name), self.max_rows, literals)
             if rows not in (-1, arr.shape[0]):
                 raise V2Error(
                     400, f"input {spec.name!r} has {arr.shape[0]} rows; other inputs have {rows}"
@@ -287,7 +292,11 @@ class V2Codec:
 
 
 def _tensor(
-    t: dict[str, Any], spec: TensorSpec, chunk: memoryview | None, max_rows: int = 0
+    t: dict[str, Any],
+    spec: TensorSpec,
+    chunk: memoryview | None,
+    max_rows: int = 0,
+    literals: bool = True,
 ) -> np.ndarray:
     """One tensor -> an array of shape [rows] (column) or [rows, width], checked. ``chunk`` is
     its binary data (binary tensor extension), or None for JSON ``data``.
@@ -342,7 +351,7 @@ def _tensor(
         raise V2Error(
             400, f"input {name!r} has {len(flat_data)} values; shape {shape} needs {expected}"
         )
-    arr = _to_array(flat_data, spec)
+    arr = _to_array(flat_data, spec, literals)
     return arr.reshape((rows,) if spec.width is None else (rows, spec.width))
 
 
@@ -374,8 +383,21 @@ def _flatten(data: list[Any], shape: list[int], name: str) -> list[Any]:
     return list(chain.from_iterable(data))
 
 
-def _to_array(flat: list[Any], spec: TensorSpec) -> np.ndarray:
+def _to_array(flat: list[Any], spec: TensorSpec, literals: bool = True) -> np.ndarray:
+    """``literals``: the request may hold JSON true/false (else numbers are read by NumPy,
+    which tells a string, a null or a list by the dtype it infers)."""
     name, datatype = spec.name, spec.datatype
+    if not literals and len(flat) > _FEW and datatype in ("FP32", "FP64", "INT32", "INT64"):
+        try:
+            loose = np.array(flat)
+        except (ValueError, TypeError, OverflowError):  # lists among numbers, ...
+            loose = np.empty(0, dtype=object)
+        kind = loose.dtype.kind
+        if kind == "f" and datatype.startswith("FP"):
+            _check_floats(loose, spec)
+            return loose.astype(NUMPY_DTYPE[spec.dtype], copy=False)
+        if kind in "iu" and loose.size:
+            return _integers(loose, spec)
     allowed, what = _TYPES[datatype]
     found = set(map(type, flat))
     if not found <= allowed:
@@ -393,11 +415,13 @@ def _to_array(flat: list[Any], spec: TensorSpec) -> np.ndarray:
     if datatype.startswith("INT"):
         bounds = np.iinfo(target)
         if flat and (min(flat) < bounds.min or max(flat) > bounds.max):
-            raise V2Error(
-                400,
-                f"input {name!r} ({datatype}) holds invalid values: out of range "
-                f"[{bounds.min}, {bounds.max}]",
-            )
+            raise V2Error(400, _out_of_range(spec, bounds))
+        return np.array(flat, dtype=target)
+    if len(flat) <= _FEW:  # a few values: checked in Python, cheaper than NumPy's calls
+        limit = FLOAT32_MAX if spec.float32 else sys.float_info.max
+        for v in flat:
+            if v is not None and not -limit <= v <= limit:
+                raise V2Error(400, f"input {name!r} ({datatype}) holds {_beyond(v)}")
         return np.array(flat, dtype=target)
     try:
         values = np.array(flat, dtype=np.float64)  # null: NaN, a missing value
@@ -405,6 +429,38 @@ def _to_array(flat: list[Any], spec: TensorSpec) -> np.ndarray:
         raise V2Error(400, f"input {name!r} ({datatype}) holds a value out of range") from None
     _check_floats(values, spec)
     return values.astype(target, copy=False)
+
+
+_FEW = 64
+
+
+def _integers(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Integers read by NumPy (int64, or uint64 past it) -> the spec's dtype, range checked;
+    integers in a float tensor are numbers too."""
+    target = NUMPY_DTYPE[spec.dtype]
+    if spec.datatype.startswith("FP"):
+        as_float = values.astype(np.float64)
+        _check_floats(as_float, spec)
+        return as_float.astype(target, copy=False)
+    bounds = np.iinfo(target)
+    if values.min() < bounds.min or values.max() > bounds.max:
+        raise V2Error(400, _out_of_range(spec, bounds))
+    return values.astype(target, copy=False)
+
+
+def _out_of_range(spec: TensorSpec, bounds: np.iinfo[Any]) -> str:
+    return (
+        f"input {spec.name!r} ({spec.datatype}) holds invalid values: out of range "
+        f"[{bounds.min}, {bounds.max}]"
+    )
+
+
+def _beyond(value: float) -> str:
+    try:
+        value = float(value)
+    except OverflowError:
+        return "a value out of range"
+    return "an infinite value" if math.isinf(value) else f"{value:g}, beyond float32"
 
 
 def _check_floats(values: np.ndarray, spec: TensorSpec) -> None:
@@ -415,6 +471,4 @@ def _check_floats(values: np.ndarray, spec: TensorSpec) -> None:
     else:
         bad = np.isinf(values)
     if bad.any():
-        value = float(values[bad][0])
-        kind = "an infinite value" if math.isinf(value) else f"{value:g}, beyond float32"
-        raise V2Error(400, f"input {spec.name!r} ({spec.datatype}) holds {kind}")
+        raise V2Error(400, f"input {spec.name!r} ({spec.datatype}) holds {_beyond(values[bad][0])}")

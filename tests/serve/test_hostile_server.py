@@ -176,11 +176,11 @@ def test_stalled_bodies_hold_no_slot_and_are_closed_after_the_read_timeout(
 
 
 def test_stalls_of_every_kind_end_and_never_lock_others_out(iris: Built, tmp_path: Path) -> None:
-    """Variant, with short limits: clients that connect and send nothing, stop inside their
-    headers, stop inside a V2 body, or send a body one byte at a time (never pausing long,
-    but too slowly); more of them than --max-connections. A normal client is answered at
+    """Variant, with short limits (--read-timeout-s 2 --timeout-s 5): clients that connect and
+    send nothing, stop inside their headers, stop inside a V2 body, or send a body one byte at
+    a time (never pausing long, but too slowly); more of them than --max-connections. A normal client is answered at
     once (the stalest connection makes room for it); every stalled one is closed on time."""
-    options = ("--read-timeout-s", "1", "--timeout-s", "4", "--max-connections", "40")
+    options = ("--read-timeout-s", "2", "--timeout-s", "5", "--max-connections", "40")
     with _server(iris, tmp_path / "server.log", *options) as srv, sockets() as opened:
         url = srv.url
         for kind in range(3):
@@ -198,18 +198,18 @@ def test_stalls_of_every_kind_end_and_never_lock_others_out(iris: Built, tmp_pat
             opened.append(sock)
             dribblers.append(sock)
         assert len(opened) > 40
-        # the dribblers send a byte every 0.3 s: never a pause of 1 s, but the body is not
-        # in within 4 s: 408
+        # the dribblers send a byte every 0.25 s: never a pause of 2 s, but the body is not
+        # in within 5 s: 408
         begun = time.monotonic()
         ended: dict[int, float] = {}
         one = orjson.dumps(records(iris, slice(0, 1))[0])
         answered = False
-        while time.monotonic() - begun < 7 and len(ended) < len(dribblers):
+        while time.monotonic() - begun < 9 and len(ended) < len(dribblers):
             if not answered and time.monotonic() - begun > 0.5:
                 started = time.monotonic()
                 answer = httpx.post(url + "/predict", content=one, headers=JSON, timeout=10)
                 assert answer.status_code == 200, answer.text
-                assert time.monotonic() - started < 2
+                assert time.monotonic() - started < 3
                 answered = True
             for i, sock in enumerate(dribblers):
                 if i in ended:
@@ -218,9 +218,9 @@ def test_stalls_of_every_kind_end_and_never_lock_others_out(iris: Built, tmp_pat
                     sock.sendall(b" ")
                 except OSError:
                     ended[i] = time.monotonic() - begun
-            time.sleep(0.3)
+            time.sleep(0.25)
         assert len(ended) == len(dribblers)
-        assert all(2.5 <= t <= 6.5 for t in ended.values()), ended
+        assert all(3 <= t <= 8 for t in ended.values()), ended
         for sock in opened:
             assert closed_within(sock, 3)
         assert httpx.get(url + "/readyz").status_code == 200
@@ -264,8 +264,10 @@ def test_errors_are_bounded_below_the_record_cap(iris: Built, tmp_path: Path) ->
         assert detail[-1]["type"] == "too_many_errors"
         assert detail[0]["loc"] == ["body", 0, "sepal length (cm)"]
         assert detail[0]["input"] == {"a": 1, "b": 2}
-        assert elapsed < 3
-        assert max(ready.waits) < 1
+        # generous bounds for a busy machine (before: 1.2 s here, /readyz waiting as long);
+        # the memory bound is the sharp one (before: +257 MiB)
+        assert elapsed < 5
+        assert max(ready.waits) < 2
         assert status_kib(srv.pid, "VmHWM") - peak < 60 * MIB
         # V1 takes the same path: 65,000 empty instances
         v1 = httpx.post(

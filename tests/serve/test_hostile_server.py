@@ -178,8 +178,9 @@ def test_stalled_bodies_hold_no_slot_and_are_closed_after_the_read_timeout(
 def test_stalls_of_every_kind_end_and_never_lock_others_out(iris: Built, tmp_path: Path) -> None:
     """Variant, with short limits (--read-timeout-s 2 --timeout-s 5): clients that connect and
     send nothing, stop inside their headers, stop inside a V2 body, or send a body one byte at
-    a time (never pausing long, but too slowly); more of them than --max-connections. A normal client is answered at
-    once (the stalest connection makes room for it); every stalled one is closed on time."""
+    a time (never pausing long, but too slowly); more of them than --max-connections. A
+    normal client is answered at once (the stalest connection makes room for it); every
+    stalled one is closed on time."""
     options = ("--read-timeout-s", "2", "--timeout-s", "5", "--max-connections", "40")
     with _server(iris, tmp_path / "server.log", *options) as srv, sockets() as opened:
         url = srv.url

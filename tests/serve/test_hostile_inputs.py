@@ -582,3 +582,28 @@ def test_numbers_read_by_numpy_agree_with_the_value_by_value_check(
         np.testing.assert_array_equal(fast[1], exact[1])
     else:
         assert fast == exact
+
+
+def test_the_fast_paths_503_is_the_asgi_paths(iris: Built) -> None:
+    """A request that completes its body while the server is at its concurrency limit: the
+    fast path answers the limits middleware's 503, byte for byte."""
+    from tests.serve.test_protocol import _asgi_answer
+
+    body = orjson.dumps(records(iris, slice(0, 1))[0])
+
+    async def main() -> None:
+        fast = _app(iris, max_concurrency=1)
+        ref = _app(iris, max_concurrency=1)
+        async with fast.lifespan(), ref.lifespan():
+            fast.gate.in_flight = ref.gate.in_flight = 1  # one request being handled
+            h = Harness(fast)
+            protocol, transport = h.connect()
+            protocol.data_received(_request(body))
+            status, headers, answer = (await h.until(transport, 1))[0]
+            assert h.counting.calls == 0  # answered by the fast path itself
+            assert (status, answer) == await _asgi_answer(ref, body)
+            assert status == 503
+            assert headers["retry-after"] == "1"
+            fast.gate.in_flight = ref.gate.in_flight = 0
+
+    asyncio.run(main())

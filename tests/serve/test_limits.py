@@ -164,11 +164,13 @@ def test_slow_request_times_out_with_504_and_probes_do_not() -> None:
 def test_limits_travel_to_workers_through_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits = Limits(1234, 7, 2.5)
+    limits = Limits(1234, 7, 2.5, max_rows=99, read_timeout_s=0.5, max_connections=12)
     monkeypatch.setenv(LIMITS_ENV, limits.to_env())
     assert Limits.from_env() == limits
+    monkeypatch.setenv(LIMITS_ENV, "1234,7,2.5")  # what an older parent process sets
+    assert Limits.from_env() == Limits(1234, 7, 2.5)
     monkeypatch.delenv(LIMITS_ENV)
-    assert Limits.from_env() == Limits(8 * 1024 * 1024, 256, 30.0)
+    assert Limits.from_env() == Limits(8 * 1024 * 1024, 256, 30.0, 65_536, 10.0, 2048)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,8 @@ def test_the_app_refuses_large_bodies_and_counts_them(limited: AppClient, iris: 
     v2 = limited.post("/v2/models/iris/infer", content=b" " * 3000)
     assert v2.status_code == 413
     metrics = limited.get("/metrics").text
-    assert 'method="POST",route="unmatched",status="413"} 2.0' in metrics  # refused unread
-    assert 'method="POST",route="/predict",status="413"} 1.0' in metrics  # cut while read
+    # refused unread (declared), or cut while read: both before routing (the body is read
+    # before the request is routed)
+    assert 'method="POST",route="unmatched",status="413"} 3.0' in metrics
     gate: Gate = limited.app.gate
     assert (gate.accepted, gate.answered, gate.refused, gate.in_flight) == (5, 5, 3, 0)

@@ -44,6 +44,12 @@ class Transport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write is taken at once
+
+    def abort(self) -> None:
+        self.closed = True
+
     def pause_reading(self) -> None:
         self.reading = False
 

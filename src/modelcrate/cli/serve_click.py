@@ -83,14 +83,40 @@ if TYPE_CHECKING:
     type=click.IntRange(min=0),
     default=256,
     show_default=True,
-    help="Requests handled at once per worker (503 with Retry-After above; 0: no limit).",
+    help="Requests handled at once per worker, counted once their body is in (503 with "
+    "Retry-After above; 0: no limit).",
 )
 @click.option(
     "--timeout-s",
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
-    help="Time limit of one request, in seconds (504; 0: none).",
+    help="Time limit of one request from its headers, in seconds: its body must arrive by then "
+    "(408) and its answer be ready (504; 0: none).",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=0),
+    default=65_536,
+    show_default=True,
+    help="Records, V1 instances or V2 tensor rows in one request (413 above; 0: no limit).",
+)
+@click.option(
+    "--read-timeout-s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="How long a client may stall: to complete a request's headers, between two parts of "
+    "a body, or before it reads an answer (408 or the connection closed; 0: no limit). A body "
+    "must also arrive within --timeout-s.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="Open connections per worker; above it the longest stalled or idle one is closed "
+    "for the new one (0: only the file limit).",
 )
 @click.option(
     "--graceful-timeout-s",
@@ -112,6 +138,9 @@ def serve(
     max_body_bytes: int,
     max_concurrency: int,
     timeout_s: float,
+    max_rows: int,
+    read_timeout_s: float,
+    max_connections: int,
     graceful_timeout_s: float,
 ) -> None:
     # Pydantic looks for plugins in every installed distribution's entry points the first time
@@ -136,7 +165,9 @@ def serve(
     # Runtime session has no thread pool (pool threads do not survive a fork).
     predictor = open_predictor(info, threads=1 if workers > 1 else None)
     _banner(info, host, port, workers)
-    limits = Limits(max_body_bytes, max_concurrency, timeout_s)
+    limits = Limits(
+        max_body_bytes, max_concurrency, timeout_s, max_rows, read_timeout_s, max_connections
+    )
     common = {
         "host": host,
         "port": port,

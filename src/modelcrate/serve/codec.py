@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from modelcrate.errors import InputError
+from modelcrate.serve.validation import INVALID_JSON, TooManyRecords, loads
 
 if TYPE_CHECKING:
     from modelcrate.crate.signature import Signature
@@ -92,6 +93,25 @@ class Codec:
             return self.schema.many.validate_json(body), False
         return [self.schema.one.validate_json(body)], True
 
+    def parse_request(
+        self, body: bytes, max_rows: int = 0
+    ) -> tuple[dict[str, np.ndarray], int, bool]:
+        """A ``/predict`` body -> ``(inputs, rows, single)``, with bounded work: at most
+        ``max_rows`` records (0: no limit), at most ``serve.validation.MAX_ERRORS`` errors
+        found and echoed. Raises ``serve.validation.TooManyRecords`` or ``InvalidRecords``.
+
+        All-float models take valid bodies straight to their tensor (:meth:`parse_matrix`);
+        anything else, or anything that path does not accept, goes to the validator."""
+        doc = loads(body)
+        if type(doc) is list and max_rows and len(doc) > max_rows:
+            raise TooManyRecords(len(doc), max_rows)
+        if self._matrix and doc is not INVALID_JSON:
+            fast = self._matrix_of(doc)
+            if fast is not None:
+                return fast
+        records, single = self.schema.validator.validate_json(body, max_rows, doc)
+        return self.to_inputs(records), len(records), single
+
     def parse_matrix(self, body: bytes) -> tuple[dict[str, np.ndarray], int, bool] | None:
         """The fast path of :meth:`parse_json` for an all-float, one-tensor model: the input
         tensor straight from JSON when every record is exactly what the validator accepts
@@ -104,6 +124,9 @@ class Codec:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
+        return self._matrix_of(doc)
+
+    def _matrix_of(self, doc: Any) -> tuple[dict[str, np.ndarray], int, bool] | None:
         single = type(doc) is dict
         records = [doc] if single else doc
         if type(records) is not list or not records:
@@ -135,6 +158,11 @@ class Codec:
     def validate_records(self, records: Sequence[Mapping[str, Any]]) -> list[Record]:
         """Validate already-decoded records (e.g. rows of a table) exactly like a JSON list."""
         return self.schema.many.validate_python(records)  # type: ignore[no-any-return]
+
+    def validate_bounded(self, records: list[Any], max_rows: int = 0) -> list[Record]:
+        """:meth:`validate_records` for a server: bounded work and errors (see
+        :meth:`parse_request`); raises ``TooManyRecords`` or ``InvalidRecords``."""
+        return self.schema.validator.validate_python(records, max_rows)
 
     def to_inputs(self, records: Sequence[Record]) -> dict[str, np.ndarray]:
         """Validated records -> the predictor's input arrays (one conversion per request)."""

@@ -62,6 +62,10 @@ def build_docs_app(served: ServingApp) -> FastAPI:
                         JSON: {"schema": {"$ref": "#/components/schemas/PredictValidationError"}}
                     },
                 },
+                "413": {
+                    "description": "Too large: the body is over --max-body-bytes, or it has "
+                    'more records than --max-rows: {"error": "..."}'
+                },
                 "503": {"description": "The model is not ready"},
             },
         },

@@ -57,7 +57,7 @@ class ServingApp:
         self.serving = state
         self.gate = gate
         self.title = title
-        self.handlers = Handlers(state)
+        self.handlers = Handlers(state, gate.limits.max_rows)
         self._docs: ASGIApp | None = None
         self._docs_lock = asyncio.Lock()
         inner = LimitsMiddleware(self._route, gate)  # inside the metrics: refusals counted

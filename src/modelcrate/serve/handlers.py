@@ -17,20 +17,25 @@ from modelcrate.serve.codec import PredictionFailed, Record
 from modelcrate.serve.state import NotReady
 from modelcrate.serve.v2 import V2Codec, V2Error, server_metadata
 from modelcrate.serve.v2_binary import OCTET_STREAM
+from modelcrate.serve.validation import (
+    MAX_ERRORS,
+    InvalidRecords,
+    TooManyRecords,
+    clip_str,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import numpy as np
-    from pydantic import ValidationError
 
     from modelcrate.serve.state import ServingState
 
 log = logging.getLogger("modelcrate.serve")
 
 JSON = b"application/json"
-MAX_REPORTED_ERRORS = 50  # in a 422 of /predict
 MAX_V1_ERRORS = 10  # in a 400 of V1 :predict
+MAX_MESSAGE = 1000  # characters of an error message
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -57,19 +62,21 @@ class Reply:
 
     @classmethod
     def error(cls, status: int, message: str) -> Reply:
-        """The V2/V1 error body: ``{"error": message}``."""
-        return cls(orjson.dumps({"error": message}), status)
+        """The V2/V1 error body: ``{"error": message}`` (a message is at most
+        :data:`MAX_MESSAGE` characters: what it quotes of a request stays short)."""
+        return cls(orjson.dumps({"error": clip_str(message, MAX_MESSAGE)}), status)
 
 
 class Handlers:
     """The endpoints of one served model (built once per app, after its state)."""
 
-    def __init__(self, state: ServingState) -> None:
+    def __init__(self, state: ServingState, max_rows: int = 0) -> None:
         self.state = state
+        self.max_rows = max_rows  # records (rows) per request; 0: no limit
         info = state.info
         self.info = info
         self.codec = state.codec
-        self.v2 = V2Codec(info)
+        self.v2 = V2Codec(info, max_rows)
         self._names = tuple(info.signature.feature_names)
         self._server_doc = orjson.dumps(server_metadata())
         self._metadata_doc = orjson.dumps(self.v2.metadata)
@@ -91,18 +98,14 @@ class Handlers:
     # model through the batcher without a task per request
 
     def predict_parse(self, body: bytes) -> Reply | tuple[dict[str, np.ndarray], int, bool]:
-        """The request's inputs, rows and whether it was one record; or the 422."""
-        codec = self.codec
-        fast = codec.parse_matrix(body)
-        if fast is not None:
-            return fast
-        from pydantic import ValidationError  # loaded with the validators (Codec.schema)
-
+        """The request's inputs, rows and whether it was one record; or the 422 (413 for
+        more records than ``max_rows``)."""
         try:
-            records, single = codec.parse_json(body)
-        except ValidationError as exc:
+            return self.codec.parse_request(body, self.max_rows)
+        except TooManyRecords as exc:
+            return Reply.error(413, str(exc))
+        except InvalidRecords as exc:
             return validation_error(exc)
-        return codec.to_inputs(records), len(records), single
 
     def predict_reply(self, outputs: Mapping[str, np.ndarray], rows: int, single: bool) -> Reply:
         codec = self.codec
@@ -210,7 +213,7 @@ class Handlers:
         codec = self.codec
         try:
             self.v2.check_model(name, None)
-            records = v1_records(body, self._names, codec)
+            records = v1_records(body, self._names, codec, self.max_rows)
             rows = len(records)
             outputs = await self.state.predict(codec.to_inputs(records), rows)
             predictions = codec.to_predictions(outputs, rows)
@@ -231,19 +234,19 @@ class Handlers:
         return Reply.error(500, f"prediction failed: {exc}")
 
 
-def validation_error(exc: ValidationError) -> Reply:
-    """The 422 of ``/predict``: FastAPI's shape, each problem naming its record and field."""
-    errors = exc.errors(include_url=False, include_context=False)
+def validation_error(exc: InvalidRecords) -> Reply:
+    """The 422 of ``/predict``: FastAPI's shape, each problem naming its record and field, at
+    most ``MAX_ERRORS`` of them, each echoed input clipped (``serve.validation``)."""
     detail = [
-        {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"], "input": e.get("input")}
-        for e in errors[:MAX_REPORTED_ERRORS]
+        {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"], "input": e["input"]}
+        for e in exc.errors
     ]
-    if len(errors) > MAX_REPORTED_ERRORS:
+    if exc.more:
         detail.append(
             {
                 "type": "too_many_errors",
                 "loc": ["body"],
-                "msg": f"{len(errors) - MAX_REPORTED_ERRORS} more errors not shown",
+                "msg": f"more errors not shown: at most {MAX_ERRORS} are reported",
                 "input": None,
             }
         )
@@ -255,8 +258,9 @@ def validation_error(exc: ValidationError) -> Reply:
     return Reply(body, 422)
 
 
-def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:
-    """The validated records of a V1 request body (``{"instances": [...]}``)."""
+def v1_records(body: bytes, names: tuple[str, ...], codec: Any, max_rows: int = 0) -> list[Record]:
+    """The validated records of a V1 request body (``{"instances": [...]}``), at most
+    ``max_rows`` of them (0: no limit)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -264,6 +268,8 @@ def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:
     instances = doc.get("instances") if isinstance(doc, dict) else None
     if not isinstance(instances, list) or not instances:
         raise V2Error(400, "the request body must be an object with a non-empty 'instances' list")
+    if max_rows and len(instances) > max_rows:
+        raise V2Error(413, str(TooManyRecords(len(instances), max_rows, "instances")))
     raw: list[Any] = []
     for i, inst in enumerate(instances):
         if isinstance(inst, list):
@@ -280,22 +286,21 @@ def v1_records(body: bytes, names: tuple[str, ...], codec: Any) -> list[Record]:
             raise V2Error(
                 400, f"instances[{i}] must be a record (object) or a list of feature values"
             )
-    from pydantic import ValidationError
-
     try:
-        records: list[Record] = codec.validate_records(raw)
-    except ValidationError as exc:
+        records: list[Record] = codec.validate_bounded(raw)
+    except InvalidRecords as exc:
         raise V2Error(400, _describe_v1(exc)) from None
     return records
 
 
-def _describe_v1(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False, include_context=False)
+def _describe_v1(exc: InvalidRecords) -> str:
     parts = []
-    for e in errors[:MAX_V1_ERRORS]:
+    for e in exc.errors[:MAX_V1_ERRORS]:
         loc = list(e["loc"])
         where = f"instances[{loc[0]}]" if loc and isinstance(loc[0], int) else "instances"
         field = ".".join(str(p) for p in loc[1:])
         parts.append(f"{where}{'.' + field if field else ''}: {e['msg']}")
-    more = len(errors) - MAX_V1_ERRORS
-    return "invalid instances: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    more = len(exc.errors) - MAX_V1_ERRORS
+    if more > 0 or exc.more:
+        parts.append("and more")
+    return "invalid instances: " + "; ".join(parts)

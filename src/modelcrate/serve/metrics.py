@@ -187,7 +187,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # an exception that escapes before a response starts is a server error
+        status = 0  # none sent
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -198,9 +198,12 @@ class MetricsMiddleware:
         metrics = self.metrics
         metrics.in_flight += 1
         started = time.perf_counter()
+        failed = True  # an exception that escapes before a response starts is a server error
         try:
             await self.app(scope, receive, send_with_status)
+            failed = False
         finally:
             metrics.in_flight -= 1
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            metrics.record(route, scope["method"], status, time.perf_counter() - started)
+            if status or failed:  # nothing sent, no error: the client left before its body
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                metrics.record(route, scope["method"], status or 500, time.perf_counter() - started)

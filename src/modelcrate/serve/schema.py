@@ -18,6 +18,7 @@ from typing_extensions import TypedDict
 
 from modelcrate.crate.signature import Column, Output, Signature
 from modelcrate.serve.codec import FLOAT32_MAX
+from modelcrate.serve.validation import RecordValidator
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 INT32 = (-(2**31), 2**31 - 1)
@@ -39,14 +40,40 @@ class PredictSchema:
     on first use (only ``/openapi.json`` needs them: a server's start-up does not pay for them).
     """
 
-    def __init__(self, record: Any, prediction: Any, record_name: str, prediction_name: str):
+    def __init__(
+        self,
+        record: Any,
+        prediction: Any,
+        record_name: str,
+        prediction_name: str,
+        names: tuple[str, ...] = (),
+    ):
         self.record_name = record_name
         self.prediction_name = prediction_name
         self._record = record
         self._prediction = prediction
+        self._names = names
         self.one: TypeAdapter[Any] = TypeAdapter(record)  # a single record
-        # a non-empty list of records
-        self.many: TypeAdapter[Any] = TypeAdapter(_annotated[_list[record], Field(min_length=1)])
+        # a non-empty list of records, validation stopping at the first invalid one (the
+        # server's: serve.validation reports the errors, a bounded number of them)
+        self.many_fast: TypeAdapter[Any] = TypeAdapter(
+            _annotated[_list[record], Field(min_length=1, fail_fast=True)]
+        )
+
+    @cached_property
+    def many(self) -> TypeAdapter[Any]:
+        """A non-empty list of records, every error reported (for local files)."""
+        return TypeAdapter(_annotated[_list[self._record], Field(min_length=1)])
+
+    @cached_property
+    def chunk(self) -> TypeAdapter[Any]:
+        """A list of records, every error reported (a few records at a time)."""
+        return TypeAdapter(_list[self._record])
+
+    @cached_property
+    def validator(self) -> RecordValidator:
+        """Validation with bounded work and bounded errors (``serve.validation``)."""
+        return RecordValidator(self, self._names)
 
     @property
     def request(self) -> dict[str, Any]:
@@ -103,12 +130,13 @@ def type_prefix(model_name: str) -> str:
     return prefix if prefix[0].isalpha() else "Model" + prefix
 
 
-def _input_type(col: Column) -> Any:
+def _input_type(col: Column, float32: bool = False) -> Any:
     """Strict types: a number field takes JSON numbers only (not ``true`` or ``"3"``), finite
-    and within the column's range (a float32 column cannot hold 1e39); null is a missing
-    value for float columns."""
+    and within the column's range (a float32 column cannot hold 1e39, nor can a float64 column
+    that the model takes in a float32 tensor: ``float32``); null is a missing value for float
+    columns."""
     if col.dtype in ("float32", "float64"):
-        limit = FLOAT32_MAX if col.dtype == "float32" else None
+        limit = FLOAT32_MAX if col.dtype == "float32" or float32 else None
         return _annotated[
             float | None,
             Field(
@@ -165,14 +193,16 @@ def build_predict_schema(sig: Signature, model_name: str) -> PredictSchema:
     prefix = type_prefix(model_name)
     record_name, prediction_name = f"{prefix}Record", f"{prefix}Prediction"
 
-    record = _typed_dict(record_name, {c.name: _input_type(c) for c in sig.inputs})
+    float32 = sig.tensor_input and sig.tensor_dtype == "float32"
+    record = _typed_dict(record_name, {c.name: _input_type(c, float32) for c in sig.inputs})
     record.__pydantic_config__ = ConfigDict(extra="forbid", title=record_name)
     prediction = _typed_dict(
         prediction_name, {o.name: _output_type(o, sig, prefix) for o in sig.outputs}
     )
     prediction.__pydantic_config__ = ConfigDict(title=prediction_name)
 
-    return PredictSchema(record, prediction, record_name, prediction_name)
+    names = tuple(sig.feature_names)
+    return PredictSchema(record, prediction, record_name, prediction_name, names)
 
 
 class ValidationErrorItem(TypedDict):

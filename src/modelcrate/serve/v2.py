@@ -13,7 +13,9 @@ data extension (``v2_binary``); outputs are answered in binary where requested. 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,8 +23,9 @@ import orjson
 
 from modelcrate import __version__
 from modelcrate.crate.signature import V2_DATATYPE
-from modelcrate.serve.codec import JSON_OPTIONS, NUMPY_DTYPE, checked_output
+from modelcrate.serve.codec import FLOAT32_MAX, JSON_OPTIONS, NUMPY_DTYPE, checked_output
 from modelcrate.serve.v2_binary import BinaryFormatError, binary_chunks, decode, encode, split_body
+from modelcrate.serve.validation import TooManyRecords, shown
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,6 +51,7 @@ class TensorSpec:
     datatype: str  # V2 datatype, e.g. "FP32"
     dtype: str  # signature dtype, e.g. "float32"
     width: int | None  # features per row for a 2-D tensor; None for a column tensor [rows]
+    float32: bool = False  # its values end up float32 (the largest magnitude is FLOAT32_MAX)
 
     def metadata(self) -> dict[str, Any]:
         shape = [-1] if self.width is None else [-1, self.width]
@@ -70,15 +74,29 @@ def server_metadata() -> dict[str, Any]:
 class V2Codec:
     """Parses infer requests into predictor inputs and writes infer responses, for one model."""
 
-    def __init__(self, info: ModelInfo) -> None:
+    def __init__(self, info: ModelInfo, max_rows: int = 0) -> None:
         sig = info.signature
         self.info = info
+        self.max_rows = max_rows  # rows per request; 0: no limit
+        # a float64 column of a model that takes a float32 tensor holds float32 values too
+        to_float32 = sig.tensor_input and sig.tensor_dtype == "float32"
         self.columns = tuple(
-            TensorSpec(c.name, V2_DATATYPE[c.dtype], c.dtype, None) for c in sig.inputs
+            TensorSpec(
+                c.name,
+                V2_DATATYPE[c.dtype],
+                c.dtype,
+                None,
+                c.dtype == "float32" or (to_float32 and c.dtype == "float64"),
+            )
+            for c in sig.inputs
         )
         self.tensor = (
             TensorSpec(
-                sig.tensor_name, V2_DATATYPE[sig.tensor_dtype], sig.tensor_dtype, len(sig.inputs)
+                sig.tensor_name,
+                V2_DATATYPE[sig.tensor_dtype],
+                sig.tensor_dtype,
+                len(sig.inputs),
+                sig.tensor_dtype == "float32",
             )
             if sig.tensor_input
             else None
@@ -137,18 +155,28 @@ class V2Codec:
         raw = doc.get("inputs")
         if not isinstance(raw, list) or not raw:
             raise V2Error(400, "'inputs' must be a non-empty list of tensors")
+        most = max(len(self.columns), 1)  # one tensor per column at most
         tensors: dict[str, dict[str, Any]] = {}
         for i, t in enumerate(raw):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str):
                 raise V2Error(400, f"inputs[{i}] must be an object with a string 'name'")
             if t["name"] in tensors:
-                raise V2Error(400, f"input {t['name']!r} is given more than once")
+                raise V2Error(400, f"input {shown(t['name'])} is given more than once")
+            if len(tensors) == most:  # nothing read past what a model can take
+                raise V2Error(
+                    400, f"the request has {len(raw)} inputs; model {self.info.name!r} takes "
+                    f"at most {most}: " + ", ".join(repr(c.name) for c in self.columns[:20]),
+                )  # fmt: skip
             tensors[t["name"]] = t
         try:
             chunks = binary_chunks(raw, blob)
         except BinaryFormatError as exc:
             raise V2Error(400, str(exc)) from None
 
+        # JSON true/false anywhere in the request: numeric data must then be checked value by
+        # value (NumPy would take true as 1.0); without them, NumPy's own reading tells
+        text = header if isinstance(header, bytes) else bytes(header)
+        literals = b"true" in text or b"false" in text
         specs = self.columns
         if self.tensor is not None and not (
             self.tensor.name not in tensors and set(tensors) == {c.name for c in self.columns}
@@ -158,7 +186,7 @@ class V2Codec:
         arrays: dict[str, np.ndarray] = {}
         rows = -1
         for spec in specs:
-            arr = _tensor(tensors[spec.name], spec, chunks.get(spec.name))
+            arr = _tensor(tensors[spec.name], spec, chunks.get(spec.name), self.max_rows, literals)
             if rows not in (-1, arr.shape[0]):
                 raise V2Error(
                     400, f"input {spec.name!r} has {arr.shape[0]} rows; other inputs have {rows}"
@@ -190,7 +218,7 @@ class V2Codec:
             if name not in expected:
                 raise V2Error(
                     400,
-                    f"unexpected input {name!r}; model {self.info.name!r} takes "
+                    f"unexpected input {shown(name)}; model {self.info.name!r} takes "
                     + ", ".join(f"{s.name!r} ({s.datatype})" for s in specs),
                 )
         for name in expected:
@@ -216,9 +244,11 @@ class V2Codec:
             if name not in self._outputs:
                 raise V2Error(
                     400,
-                    f"unknown output {name!r}; model {self.info.name!r} has "
+                    f"unknown output {shown(name)}; model {self.info.name!r} has "
                     + ", ".join(repr(n) for n in self.output_names),
                 )
+            if name in names:  # each output is answered once (a repeat would repeat the tensor)
+                raise V2Error(400, f"output {name!r} is requested more than once")
             names.append(name)
             params = o.get("parameters")
             flag = params.get("binary_data") if isinstance(params, dict) else None
@@ -261,14 +291,26 @@ class V2Codec:
         return b"".join([header, *blobs]), len(header)
 
 
-def _tensor(t: dict[str, Any], spec: TensorSpec, chunk: memoryview | None) -> np.ndarray:
+def _tensor(
+    t: dict[str, Any],
+    spec: TensorSpec,
+    chunk: memoryview | None,
+    max_rows: int = 0,
+    literals: bool = True,
+) -> np.ndarray:
     """One tensor -> an array of shape [rows] (column) or [rows, width], checked. ``chunk`` is
-    its binary data (binary tensor extension), or None for JSON ``data``."""
+    its binary data (binary tensor extension), or None for JSON ``data``.
+
+    Nothing is allocated from the declared shape: the data is checked against it first (its
+    bytes, or its values), so what a tensor costs is bounded by what was sent. Values follow
+    ``/predict``'s rules: numbers for FP (no booleans; null or NaN is a missing value; never
+    infinite, and within float32 where the model takes float32), integers within the range of
+    INT32/INT64, booleans for BOOL, strings for BYTES."""
     name = spec.name
     datatype = t.get("datatype")
     if datatype != spec.datatype:
         raise V2Error(
-            400, f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype}"
+            400, f"input {name!r} has datatype {shown(datatype)}; the model expects {spec.datatype}"
         )
     shape = t.get("shape")
     if not (
@@ -283,16 +325,20 @@ def _tensor(t: dict[str, Any], spec: TensorSpec, chunk: memoryview | None) -> np
     else:
         ok = len(shape) == 2 and shape[1] == spec.width
     if not ok:
-        raise V2Error(400, f"input {name!r} has shape {shape}; the model expects {want}")
+        raise V2Error(400, f"input {name!r} has shape {shown(shape)}; the model expects {want}")
     rows = shape[0]
     if rows == 0:
         raise V2Error(400, f"input {name!r} has no rows; send at least one")
+    if max_rows and rows > max_rows:
+        raise V2Error(413, f"input {name!r}: {TooManyRecords(rows, max_rows, 'rows')}")
     expected = math.prod(shape)
     if chunk is not None:
         try:
             flat = decode(chunk, name, spec.datatype, expected)
         except BinaryFormatError as exc:
             raise V2Error(400, str(exc)) from None
+        if flat.dtype.kind == "f":
+            _check_floats(flat, spec)
         arr = flat.astype(NUMPY_DTYPE[spec.dtype], copy=False)  # no copy on little-endian hosts
         return arr.reshape((rows,) if spec.width is None else (rows, spec.width))
     data = t.get("data")
@@ -300,49 +346,129 @@ def _tensor(t: dict[str, Any], spec: TensorSpec, chunk: memoryview | None) -> np
         raise V2Error(400, f"input {name!r} has no 'data'")
     if not isinstance(data, list):
         raise V2Error(400, f"input {name!r}: 'data' must be a list")
-    arr = _to_array(data, spec)
-    if arr.size != expected:
-        raise V2Error(400, f"input {name!r} has {arr.size} values; shape {shape} needs {expected}")
+    flat_data = _flatten(data, shape, name)
+    if len(flat_data) != expected:
+        raise V2Error(
+            400, f"input {name!r} has {len(flat_data)} values; shape {shape} needs {expected}"
+        )
+    arr = _to_array(flat_data, spec, literals)
     return arr.reshape((rows,) if spec.width is None else (rows, spec.width))
 
 
-def _to_array(data: list[Any], spec: TensorSpec) -> np.ndarray:
-    name, datatype = spec.name, spec.datatype
-    if datatype == "BYTES":
-        flat = _flatten(data)
-        if not all(isinstance(v, str) for v in flat):
-            raise V2Error(400, f"input {name!r} (BYTES) must hold strings")
-        return np.array(flat, dtype=object)
-    try:
-        loose = np.asarray(data)
-    except ValueError:
-        raise V2Error(400, f"input {name!r}: nested 'data' must be rectangular") from None
-    kind = loose.dtype.kind
-    allowed = {"BOOL": "b", "INT32": "iu", "INT64": "iu"}.get(datatype, "iuf")
-    if kind == "O" and datatype.startswith("FP"):  # JSON null (a missing value) among numbers
-        ok = all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-            for v in loose.flat
+_TYPES: dict[str, tuple[frozenset[type], str]] = {
+    "BYTES": (frozenset({str}), "strings"),
+    "BOOL": (frozenset({bool}), "booleans (true, false)"),
+    "INT32": (frozenset({int}), "integers"),
+    "INT64": (frozenset({int}), "integers"),
+    "FP32": (frozenset({int, float, type(None)}), "numbers (null: a missing value)"),
+    "FP64": (frozenset({int, float, type(None)}), "numbers (null: a missing value)"),
+}
+
+
+def _flatten(data: list[Any], shape: list[int], name: str) -> list[Any]:
+    """Row-major values of flat or nested ``data``: nested data must follow the shape exactly
+    (a list of rows of ``shape[1]`` values); no deeper nesting is read."""
+    if not data or type(data[0]) is not list:
+        return data  # flat (a list inside is refused by the type check)
+    if not (
+        len(shape) == 2
+        and len(data) == shape[0]
+        and all(type(row) is list and len(row) == shape[1] for row in data)
+    ):
+        raise V2Error(
+            400,
+            f"input {name!r}: nested 'data' must be rectangular and follow the shape {shape} "
+            "(a list of rows), or be flat",
         )
-    else:
-        ok = not loose.size or kind in allowed
-    if not ok:
-        raise V2Error(400, f"input {name!r} ({datatype}) holds values of the wrong type")
+    return list(chain.from_iterable(data))
+
+
+def _to_array(flat: list[Any], spec: TensorSpec, literals: bool = True) -> np.ndarray:
+    """``literals``: the request may hold JSON true/false (else numbers are read by NumPy,
+    which tells a string, a null or a list by the dtype it infers)."""
+    name, datatype = spec.name, spec.datatype
+    if not literals and len(flat) > _FEW and datatype in ("FP32", "FP64", "INT32", "INT64"):
+        try:
+            loose = np.array(flat)
+        except (ValueError, TypeError, OverflowError):  # lists among numbers, ...
+            loose = np.empty(0, dtype=object)
+        kind = loose.dtype.kind
+        if kind == "f" and datatype.startswith("FP"):
+            _check_floats(loose, spec)
+            return loose.astype(NUMPY_DTYPE[spec.dtype], copy=False)
+        if kind in "iu" and loose.size:
+            return _integers(loose, spec)
+    allowed, what = _TYPES[datatype]
+    found = set(map(type, flat))
+    if not found <= allowed:
+        wrong = sorted(t.__name__ for t in found - allowed)
+        raise V2Error(
+            400,
+            f"input {name!r} ({datatype}) holds values of the wrong type ({', '.join(wrong)}): "
+            f"it must hold {what}",
+        )
+    if datatype == "BYTES":
+        return np.array(flat, dtype=object)
     target = NUMPY_DTYPE[spec.dtype]
-    if kind in "iu" and loose.size and np.issubdtype(target, np.integer):
+    if datatype == "BOOL":
+        return np.array(flat, dtype=target)
+    if datatype.startswith("INT"):
         bounds = np.iinfo(target)
-        if loose.min() < bounds.min or loose.max() > bounds.max:
-            raise V2Error(400, f"input {name!r} ({datatype}) holds invalid values: out of range")
+        if flat and (min(flat) < bounds.min or max(flat) > bounds.max):
+            raise V2Error(400, _out_of_range(spec, bounds))
+        return np.array(flat, dtype=target)
+    if len(flat) <= _FEW:  # a few values: checked in Python, cheaper than NumPy's calls
+        limit = FLOAT32_MAX if spec.float32 else sys.float_info.max
+        for v in flat:
+            if v is not None and not -limit <= v <= limit:
+                raise V2Error(400, f"input {name!r} ({datatype}) holds {_beyond(v)}")
+        return np.array(flat, dtype=target)
     try:
-        return np.asarray(loose, dtype=target)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise V2Error(400, f"input {name!r} ({datatype}) holds invalid values: {exc}") from None
+        values = np.array(flat, dtype=np.float64)  # null: NaN, a missing value
+    except OverflowError:  # an integer beyond float64
+        raise V2Error(400, f"input {name!r} ({datatype}) holds a value out of range") from None
+    _check_floats(values, spec)
+    return values.astype(target, copy=False)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    if not any(isinstance(v, list) for v in data):
-        return data
-    flat: list[Any] = []
-    for v in data:
-        flat.extend(_flatten(v) if isinstance(v, list) else [v])
-    return flat
+_FEW = 64
+
+
+def _integers(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Integers read by NumPy (int64, or uint64 past it) -> the spec's dtype, range checked;
+    integers in a float tensor are numbers too."""
+    target = NUMPY_DTYPE[spec.dtype]
+    if spec.datatype.startswith("FP"):
+        as_float = values.astype(np.float64)
+        _check_floats(as_float, spec)
+        return as_float.astype(target, copy=False)
+    bounds = np.iinfo(target)
+    if values.min() < bounds.min or values.max() > bounds.max:
+        raise V2Error(400, _out_of_range(spec, bounds))
+    return values.astype(target, copy=False)
+
+
+def _out_of_range(spec: TensorSpec, bounds: np.iinfo[Any]) -> str:
+    return (
+        f"input {spec.name!r} ({spec.datatype}) holds invalid values: out of range "
+        f"[{bounds.min}, {bounds.max}]"
+    )
+
+
+def _beyond(value: float) -> str:
+    try:
+        value = float(value)
+    except OverflowError:
+        return "a value out of range"
+    return "an infinite value" if math.isinf(value) else f"{value:g}, beyond float32"
+
+
+def _check_floats(values: np.ndarray, spec: TensorSpec) -> None:
+    """No infinite value, none beyond float32 where the model takes float32 (the cast would
+    make it infinite); NaN is a missing value, as null is."""
+    if spec.float32 and values.dtype != np.float32:
+        bad = np.abs(values) > FLOAT32_MAX  # infinities included; NaN compares False
+    else:
+        bad = np.isinf(values)
+    if bad.any():
+        raise V2Error(400, f"input {spec.name!r} ({spec.datatype}) holds {_beyond(values[bad][0])}")

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from modelcrate.serve.validation import shown
+
 HEADER = "Inference-Header-Content-Length"
 OCTET_STREAM = "application/octet-stream"
 
@@ -44,7 +46,7 @@ def split_body(body: bytes, header_length: str) -> tuple[memoryview, memoryview]
         length = int(header_length)
     except ValueError:
         raise BinaryFormatError(
-            f"{HEADER} must be a non-negative integer, not {header_length!r}"
+            f"{HEADER} must be a non-negative integer, not {shown(header_length)}"
         ) from None
     if length < 0 or length > len(body):
         raise BinaryFormatError(f"{HEADER} is {length}, but the request body has {len(body)} bytes")
@@ -67,27 +69,27 @@ def binary_chunks(inputs: Sequence[object], blob: memoryview | None) -> dict[str
         params = t.get("parameters")
         if not isinstance(params, dict) or "binary_data_size" not in params:
             continue
-        name = t.get("name")
+        name = shown(t.get("name"))
         if blob is None:
             raise BinaryFormatError(
-                f"input {name!r} uses the binary tensor extension (binary_data_size), but the "
+                f"input {name} uses the binary tensor extension (binary_data_size), but the "
                 f"request has no {HEADER} header: send the header, or JSON 'data' "
                 "(tritonclient: binary_data=False)"
             )
         size = params["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BinaryFormatError(
-                f"input {name!r}: binary_data_size must be a non-negative integer, not {size!r}"
+                f"input {name}: binary_data_size must be a non-negative integer, not {shown(size)}"
             )
         if "data" in t:
-            raise BinaryFormatError(f"input {name!r} has both 'data' and binary_data_size")
+            raise BinaryFormatError(f"input {name} has both 'data' and binary_data_size")
         end = offset + size
         if end > len(blob):
             raise BinaryFormatError(
-                f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                f"input {name}: binary_data_size {size} runs past the end of the body "
                 f"({len(blob) - offset} bytes of binary data left)"
             )
-        chunks[str(name)] = blob[offset:end]
+        chunks[str(t.get("name"))] = blob[offset:end]
         offset = end
     if blob is not None and offset != len(blob):
         raise BinaryFormatError(
@@ -118,6 +120,13 @@ def decode(chunk: memoryview, name: str, datatype: str, count: int) -> np.ndarra
 
 
 def _decode_bytes(chunk: memoryview, name: str, count: int) -> np.ndarray:
+    # every element takes at least its 4-byte length: the declared count is checked against
+    # the bytes received before anything is allocated for it
+    if count > len(chunk) // 4:
+        raise BinaryFormatError(
+            f"input {name!r} (BYTES): {count} elements need at least {4 * count} bytes "
+            f"(a 4-byte length each); the request has {len(chunk)}"
+        )
     out = np.empty(count, dtype=object)
     offset, end = 0, len(chunk)
     for i in range(count):

@@ -83,6 +83,10 @@ _INFER_DOC: dict[str, Any] = {
         },
         "400": {"description": 'Bad request: {"error": "..."}'},
         "404": {"description": 'Unknown model or version: {"error": "..."}'},
+        "413": {
+            "description": "Too large: the body is over --max-body-bytes, or a tensor has more "
+            'rows than --max-rows: {"error": "..."}'
+        },
         "503": {"description": 'The model is not ready: {"error": "..."}'},
     },
 }

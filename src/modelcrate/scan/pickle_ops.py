@@ -60,7 +60,8 @@ class Opcodes:
         def _weight(self, items: list[object] | tuple[object, ...], value: object) -> None: ...
         def _grow(self, value: object, total: int) -> None: ...
         def _global(self, module: str, name: str) -> Global: ...
-        def _call(self, callee: object, args: object, kind: str) -> Call: ...
+        def _call(self, callee: object, args: object, kind: str, kwargs: object = None) -> Call: ...
+        def _mutation(self, target: object, opname: str, state: object = None) -> None: ...
         def _joblib_array(self, wrapper: Call) -> None: ...
 
     # stack and control
@@ -273,33 +274,13 @@ class Opcodes:
             self._grow(target, w.get(id(target), 1) + add)
 
     def _mutate(self, target: object, opname: str) -> None:
-        """APPEND/SETITEM/ADDITEMS on something that is not a fresh literal container."""
-        if type(target) is Global:
-            self.sink.issue(
-                Severity.CRITICAL,
-                "pickle.attribute-injection",
-                f"{opname} modifies the module-level object {target.module}.{target.name}",
-                self.op_offset,
-                why="changing module state while loading can redirect later imports or calls",
-                symbol=f"{target.module}.{target.name}",
-            )
-        elif type(target) is Call:
-            callee = target.callee
-            if (
-                type(callee) is Global
-                and callee.module.startswith("torch")
-                and "_rebuild" in callee.name
-            ):
-                self.sink.issue(
-                    Severity.HIGH,
-                    "pickle.call",
-                    f"{opname} on a tensor rebuilt by {callee.module}.{callee.name}",
-                    self.op_offset,
-                    why="item assignment on tensors corrupts memory in torch<2.10 (CVE-2026-24747)",
-                    symbol=f"{callee.module}.{callee.name}",
-                )
-        elif type(target) is not Opaque:
-            raise MachineError(f"{opname} on a {type(target).__name__} value", self.op_offset)
+        """APPEND/SETITEM/ADDITEMS on something that is not a literal container."""
+        t = type(target)
+        if t is Global or t is Call or t is Opaque:
+            if not self.sink.probe:
+                self._mutation(target, opname)
+            return
+        raise MachineError(f"{opname} on a {t.__name__} value", self.op_offset)
 
     def op_append(self) -> None:
         value = self._pop()
@@ -412,32 +393,26 @@ class Opcodes:
         kwargs = self._pop()
         args = self._pop()
         cls = self._pop()
-        call = self._call(cls, args, "NEWOBJ_EX")
+        call = self._call(cls, args, "NEWOBJ_EX", kwargs)
         call.state = kwargs  # kept for reporting; NEWOBJ_EX's kwargs are not set by BUILD
         self.stack.append(call)
 
     def op_build(self) -> None:
         state = self._pop()
         obj = self._top()
-        if type(obj) is Call:
-            obj.state = state
-            if self.joblib and not self.sink.probe and _is_array_wrapper(obj):
-                self._joblib_array(obj)
-            return
-        if type(obj) is Global:
+        t = type(obj)
+        if t is Call:
+            obj.state = state  # type: ignore[attr-defined]
             if not self.sink.probe:
-                self.sink.issue(
-                    Severity.CRITICAL,
-                    "pickle.attribute-injection",
-                    f"BUILD sets attributes of the module-level object {obj.module}.{obj.name}",
-                    self.op_offset,
-                    why="a legitimate pickle only builds objects it created; setting attributes "
-                    "on a class or function changes code other callers run",
-                    symbol=f"{obj.module}.{obj.name}",
-                )
+                self._mutation(obj, "BUILD", state)
+                if self.joblib and _is_array_wrapper(obj):  # type: ignore[arg-type]
+                    self._joblib_array(obj)  # type: ignore[arg-type]
             return
-        if type(obj) is not Opaque:
-            raise MachineError(f"BUILD on a {type(obj).__name__} value", self.op_offset)
+        if t is Global or t is Opaque:
+            if not self.sink.probe:
+                self._mutation(obj, "BUILD")
+            return
+        raise MachineError(f"BUILD on a {t.__name__} value", self.op_offset)
 
     def op_persid(self) -> None:
         pid = self._readline().decode("ascii")

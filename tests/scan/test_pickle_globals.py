@@ -134,7 +134,6 @@ ALLOWED = [
     "builtins:object",
     "copyreg:_reconstructor",
     "copyreg:__newobj__",
-    "logging:getLogger",
     "functools:partial",  # only with an allowlisted target: see arg_callables
     # Hugging Face Trainer side files
     "transformers.training_args:TrainingArguments",
@@ -447,7 +446,7 @@ def test_substring_is_not_a_match() -> None:
         "mymodule:exec_helpers",
         "oscar:system_info",
         "codecs_extra:encode",
-        "torchvision.models:load_weights",
+        "torchvision.models:overloaded",  # "load" inside a word, not a loader family
         "numpy_extras:testing",
     ):
         v = verdict(full)

@@ -60,6 +60,7 @@ MAX_TOTAL = 1 << 22  # one stream: the sum of those
 MAX_DIGITS = 4300  # text parsed as a number (CPython's default int_max_str_digits)
 MAX_EXPONENT = 4300  # |exponent| of a Decimal/Fraction: Fraction("1e999999999") is 10**999999999
 MAX_DTYPE_TEXT = 256
+MAX_NESTED_BYTES = 512 << 20  # a nested pickle literal (the scanner's max_member_bytes)
 MAX_DEPTH = 3  # calls that make calls (copyreg._reconstructor -> base(state) -> ...)
 SAFE_CODECS = frozenset(
     {"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1", "utf-8", "utf8", "utf_8",
@@ -560,6 +561,16 @@ def _newobj_ex(call: Call) -> RuleResult:
     return _global_arg(call, 0, How.NEW, items or ())
 
 
+def _nested_literal(call: Call) -> RuleResult:
+    # pickle.loads(data) / torch.storage._load_from_bytes(data): exactly the bytes in the file
+    first = call.arg(0)
+    if len(call.args) != 1 or first is None or first.tag is not Tag.CONST:
+        return RuleResult(f"{call.name} is given something other than one bytes literal")
+    if not isinstance(first.value, bytes) or (first.size or 0) > MAX_NESTED_BYTES:
+        return RuleResult(f"{call.name} is given something other than one bytes literal")
+    return RuleResult()
+
+
 def _pandas(call: Call) -> RuleResult:
     # pandas dtypes cache their instances: only the argument-less __new__ of pickle
     # compatibility returns a new object
@@ -594,4 +605,5 @@ RULES: dict[str, Rule] = {
     "newobj": _newobj,
     "newobj_ex": _newobj_ex,
     "pandas": _pandas,
+    "nested_literal": _nested_literal,
 }

@@ -281,6 +281,7 @@ def _classify_static(m: str, n: str, leaf_only: bool = False) -> GlobalVerdict |
             "arguments; admitted only when they are constants naming an allowlisted global",
             DANGEROUS,
             (ARGS_CHECKED,),
+            SPECS[full],
         )
     parts = n.split(".")
     if not _well_formed(m, parts):

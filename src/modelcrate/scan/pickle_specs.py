@@ -28,7 +28,7 @@ from modelcrate.scan.pickle_allowlist import (
     TORCH_ALLOWED,
 )
 
-__all__ = ["SPECS"]
+__all__ = ["NESTED_LITERAL_SPEC", "SPECS"]
 
 FRESH, SHARED, VALUE = Out.FRESH, Out.SHARED, Out.VALUE
 REF_VALUE = Spec(Kind.VALUE)  # referenced only: dtypes, layouts, ufuncs, pandas.NA
@@ -37,6 +37,11 @@ REF_FUNC = Spec(Kind.FUNCTION)  # referenced only: called by the application lat
 NEW_ONLY = Spec(Kind.CLASS, new=FRESH)  # rebuilt with __new__ + BUILD
 DATA_CLASS = Spec(Kind.CLASS, call=FRESH, new=FRESH)
 ENUM = Spec(Kind.CLASS, call=SHARED, new=SHARED)  # Enum(value) returns the existing member
+
+
+# pickle.loads / torch.storage._load_from_bytes in the restricted unpickler, which loads the
+# literal with the same restrictions (the scanner judges them by the literal's own scan)
+NESTED_LITERAL_SPEC = Spec(Kind.FUNCTION, call=VALUE, rule="nested_literal")
 
 
 def _fn(out: Out = VALUE, rule: str = "") -> Spec:
@@ -186,6 +191,9 @@ SPECS.update(
         "sklearn.neighbors._ball_tree.newObj": _fn(FRESH, "new_arg0"),
         "sklearn.metrics._dist_metrics.newObj": _fn(FRESH, "new_arg0"),
         "sklearn.tree._tree.Tree": _cls(FRESH, "sklearn_tree"),
+        # numpy < 2 ufunc pickles: imports the ufunc named by its (checked) arguments
+        "numpy.core._ufunc_reconstruct": _fn(SHARED),
+        "numpy._core._ufunc_reconstruct": _fn(SHARED),
         # time zones: cached per zone name
         "pytz._p": _fn(SHARED),
         "zoneinfo.ZoneInfo._unpickle": _fn(SHARED),

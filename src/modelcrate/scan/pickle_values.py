@@ -168,18 +168,18 @@ def bytes_of(value: object, data: Blob, cap: int, depth: int = 0) -> tuple[bytes
     """
     if depth > 4:
         return None
-    t = type(value)
-    if t is bytes:
-        return value, True  # type: ignore[return-value]
-    if t is str:
-        return value.encode("latin-1", "replace"), False  # type: ignore[attr-defined]
-    if t is Opaque and value.kind == "blob" and isinstance(value.detail, tuple):  # type: ignore[attr-defined]
-        start, length, kind = value.detail  # type: ignore[attr-defined]
+    if isinstance(value, bytes):
+        return value, True
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace"), False
+    blob = _blob(value)
+    if blob is not None:
+        start, length, kind = blob
         return bytes(data[start : start + min(length, cap)]), kind == "bytes" and length <= cap
-    if t is not Call or type(value.callee) is not Global:  # type: ignore[attr-defined]
+    if not isinstance(value, Call) or not isinstance(value.callee, Global):
         return None
-    key = (value.callee.module, value.callee.name)  # type: ignore[attr-defined]
-    args = value.args  # type: ignore[attr-defined]
+    key = (value.callee.module, value.callee.name)
+    args = value.args
     if type(args) is not tuple or not args:
         return None
     if key in _ENCODERS:
@@ -192,7 +192,10 @@ def bytes_of(value: object, data: Blob, cap: int, depth: int = 0) -> tuple[bytes
         except (LookupError, UnicodeError):
             return text.encode("latin-1", "replace"), False
     if key in _BYTES_CTORS:
-        return bytes_of(args[0], data, cap, depth + 1)
+        inner = bytes_of(args[0], data, cap, depth + 1)
+        if inner is None:
+            return None
+        return inner[0], inner[1] and key == ("builtins", "bytes") and len(args) == 1
     if key in _B64:
         inner = bytes_of(args[0], data, cap, depth + 1)
         if inner is None:
@@ -207,15 +210,27 @@ def bytes_of(value: object, data: Blob, cap: int, depth: int = 0) -> tuple[bytes
 
 def _text_of(value: object, data: Blob, cap: int) -> tuple[str | None, bool]:
     """A str literal (short, or left in the blob) and whether it is whole."""
-    if type(value) is str:
-        return value, True  # type: ignore[return-value]
-    if type(value) is Opaque and value.kind == "blob":  # type: ignore[attr-defined]
-        start, length, kind = value.detail  # type: ignore[attr-defined]
-        raw = bytes(data[start : start + min(length, cap)])
-        if kind == "str":
-            return raw.decode("utf-8", "surrogatepass"), length <= cap
-        return raw.decode("latin-1"), length <= cap and kind == "py2str"
-    return None, False
+    if isinstance(value, str):
+        return value, True
+    blob = _blob(value)
+    if blob is None:
+        return None, False
+    start, length, kind = blob
+    raw = bytes(data[start : start + min(length, cap)])
+    if kind == "str":
+        return raw.decode("utf-8", "surrogatepass"), length <= cap
+    return raw.decode("latin-1"), length <= cap and kind == "py2str"
+
+
+def _blob(value: object) -> tuple[int, int, str] | None:
+    """``(start, length, kind)`` of a long literal left in the blob."""
+    if isinstance(value, Opaque) and value.kind == "blob":
+        detail = value.detail
+        if isinstance(detail, tuple) and len(detail) == 3:
+            start, length, kind = detail
+            if isinstance(start, int) and isinstance(length, int) and isinstance(kind, str):
+                return start, length, kind
+    return None
 
 
 def _dtype_info(dtype: object) -> tuple[int, bool] | None:

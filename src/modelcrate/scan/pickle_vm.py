@@ -383,8 +383,7 @@ class Machine(Opcodes):
         if t is Global:
             g: Global = value  # type: ignore[assignment]
             v = self.sink.verdict(g.module, g.name)
-            spec = v.spec if v.category == "allowlisted" else None
-            return View(Tag.GLOBAL, name=f"{g.module}.{g.name}", spec=spec)
+            return View(Tag.GLOBAL, name=f"{g.module}.{g.name}", spec=v.spec)
         if t is Call:
             c: Call = value  # type: ignore[assignment]
             callee = c.callee
@@ -406,16 +405,15 @@ class Machine(Opcodes):
         return View(Tag.OTHER)
 
     def items(self, value: object) -> list[object] | tuple[object, ...] | None:
-        t = type(value)
-        if t is list or t is tuple:
-            return value  # type: ignore[return-value]
-        if t is SSet:
-            return value.items  # type: ignore[attr-defined,no-any-return]
+        if isinstance(value, list | tuple):
+            return value
+        if isinstance(value, SSet):
+            return value.items
         return None
 
     def entry(self, value: object, key: str) -> tuple[bool, object]:
-        if type(value) is SDict and value.has(key):  # type: ignore[attr-defined]
-            return True, value.get(key)  # type: ignore[attr-defined]
+        if isinstance(value, SDict) and value.has(key):
+            return True, value.get(key)
         return False, None
 
     def _mutation(self, target: object, opname: str, state: object = None) -> None:

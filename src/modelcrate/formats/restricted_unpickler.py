@@ -269,6 +269,11 @@ def _bounded_storages(persistent_load: Any, path: str, limit: int) -> Any:
     return checked
 
 
+def _array_class(sub: object, ndarray: type) -> bool:
+    """joblib's wrapper names the array's class: an ndarray subclass find_class admitted."""
+    return isinstance(sub, type) and issubclass(sub, ndarray)
+
+
 def _short(args: tuple[object, ...]) -> str:
     return _clip(repr(args))
 
@@ -372,7 +377,7 @@ def _define_joblib_unpickler() -> type[Any]:
                 and isinstance(shape, tuple)
                 and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
                 and getattr(w, "order", None) in ("C", "F")
-                and getattr(w, "subclass", None) in (np.ndarray, np.memmap)
+                and _array_class(getattr(w, "subclass", None), np.ndarray)
             )
             if not ok:
                 raise PickleRefusedError(

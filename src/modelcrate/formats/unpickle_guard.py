@@ -169,7 +169,7 @@ class Guard:
         view = self.view(target)
         found = mutation_problem(view, op)
         if found is not None:
-            raise self._refuse(f"refused {found[1]}; nothing was executed")
+            raise self._refuse(f"refused: {found[1]}; nothing was executed")
         if state is not None and view.tag is Tag.MADE:
             spec = self._made[id(target)][3]
             if spec is not None and spec.keeps:

@@ -105,6 +105,11 @@ class Guard:
             return True, value[key]
         return False, None
 
+    def members(self, value: object) -> Sequence[object]:
+        if type(value) is dict:
+            return list(value.values())
+        return self.items(value) or ()
+
     # -- calls ------------------------------------------------------------------------------
 
     def _judge(self, func: object, args: object, how: How, kwargs: object = None) -> Judgement:
@@ -116,7 +121,8 @@ class Guard:
         if self._cost > MAX_TOTAL:
             raise self._refuse(
                 f"refused call of {callee.name}: calls while loading allocate {self._cost} "
-                f"items from numbers and computed sequences (limit {MAX_TOTAL})"
+                f"items from numbers and computed sequences (limit {MAX_TOTAL}); this call "
+                "was not made"
             )
         return j
 

@@ -137,6 +137,9 @@ class Values(Protocol):
     def entry(self, value: object, key: str) -> tuple[bool, object]:
         """``(True, item)`` for a string key of a LITERAL dict, else ``(False, None)``."""
 
+    def members(self, value: object) -> Sequence[object]:
+        """The items of a LITERAL list/tuple/set or the values of a LITERAL dict."""
+
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
@@ -260,8 +263,9 @@ def mutation_problem(target: View, op: str) -> tuple[Severity, str] | None:
 def kept_problem(view: View, vals: Values, depth: int = 0) -> str | None:
     """Why a constructor that keeps references (``ChainMap``) may not keep ``view``, or None.
 
-    Allowed: constants, literal containers (whose direct items obey the same rule),
-    classes/functions/immutable values of the allowlist, and fresh objects the pickle built.
+    Allowed: constants, literal containers (whose members, two levels down, obey the same
+    rule: BUILD state ``{"maps": [m]}``), classes/functions/immutable values of the allowlist,
+    and fresh objects the pickle built.
     """
     tag = view.tag
     if tag is Tag.CONST or (tag is Tag.MADE and view.out is Out.FRESH):
@@ -271,22 +275,15 @@ def kept_problem(view: View, vals: Values, depth: int = 0) -> str | None:
             return None  # classes, functions and immutable values (checked at load)
         return f"it would keep a reference to the module-level object {view.name}"
     if tag is Tag.LITERAL:
-        if depth >= 1:
+        if depth >= 2:
             return None
+        members = vals.members(view.value)
         return next(
-            filter(
-                None, (kept_problem(vals.view(x), vals, depth + 1) for x in _children(view, vals))
-            ),
-            None,
+            filter(None, (kept_problem(vals.view(x), vals, depth + 1) for x in members)), None
         )
     if tag is Tag.MADE:
         return f"it would keep a reference to the object returned by {view.name}"
     return f"it would keep a reference to {_what(view)}"
-
-
-def _children(view: View, vals: Values) -> Sequence[object]:
-    items = vals.items(view.value)
-    return items if items is not None else ()
 
 
 def _what(view: View) -> str:

@@ -88,5 +88,10 @@ class _JsonValues:
             return True, value[key]
         return False, None
 
+    def members(self, value: object) -> Sequence[object]:
+        if isinstance(value, dict):
+            return list(value.values())
+        return value if isinstance(value, list) else ()
+
 
 _JSON = _JsonValues()

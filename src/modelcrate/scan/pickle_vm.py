@@ -416,6 +416,11 @@ class Machine(Opcodes):
             return True, value.get(key)
         return False, None
 
+    def members(self, value: object) -> list[object] | tuple[object, ...]:
+        if isinstance(value, SDict):
+            return [v for _, v in value.pairs]
+        return self.items(value) or ()
+
     def _mutation(self, target: object, opname: str, state: object = None) -> None:
         """BUILD/SETITEM/APPEND...: only on what the pickle built (literal or fresh)."""
         view = self.view(target)

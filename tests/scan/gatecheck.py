@@ -18,10 +18,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import modelcrate
 from modelcrate.scan.findings import Severity
 from tests.scan.picklegen import scan_bytes, worst
 
 ROOT = Path(__file__).resolve().parents[2]
+SRC = Path(modelcrate.__file__).resolve().parents[1]  # the modelcrate these tests imported
 
 _CHILD = textwrap.dedent(
     """
@@ -53,7 +55,7 @@ _CHILD = textwrap.dedent(
 
 def load_in_child(samples: dict[str, bytes], timeout: float = 240) -> dict[str, object]:
     """``safe_load_pickle`` every sample in a fresh, memory-capped interpreter."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(ROOT)]))
     payload = json.dumps({k: base64.b64encode(v).decode() for k, v in samples.items()})
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD],

@@ -35,7 +35,7 @@ from modelcrate.scan.callables import (
     Tag,
     View,
     judge_call,
-    kept_problem,
+    kept_state_problem,
     mutation_problem,
 )
 
@@ -179,7 +179,7 @@ class Guard:
         if state is not None and view.tag is Tag.MADE:
             spec = self._made[id(target)][3]
             if spec is not None and spec.keeps:
-                why = kept_problem(self.view(state), self)
+                why = kept_state_problem(spec, state, self)
                 if why is not None:
                     raise self._refuse(
                         f"refused {op} on the result of {view.name}: {why}; nothing was executed"

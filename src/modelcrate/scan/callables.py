@@ -52,6 +52,7 @@ __all__ = [
     "View",
     "judge_call",
     "kept_problem",
+    "kept_state_problem",
     "mutation_problem",
 ]
 
@@ -284,6 +285,18 @@ def kept_problem(view: View, vals: Values, depth: int = 0) -> str | None:
     if tag is Tag.MADE:
         return f"it would keep a reference to the object returned by {view.name}"
     return f"it would keep a reference to {_what(view)}"
+
+
+def kept_state_problem(spec: Spec, state: object, vals: Values) -> str | None:
+    """BUILD on the result of a constructor that keeps references: the state it sets is kept
+    too (``ChainMap`` + ``{"maps": [...]}``); a state tuple's callable positions (``partial``'s
+    function) are exempt, as in the call."""
+    view = vals.view(state)
+    items = vals.items(state) if view.tag is Tag.LITERAL else None
+    if items is None or not spec.calls:
+        return kept_problem(view, vals)
+    kept = (x for i, x in enumerate(items) if i not in spec.calls)
+    return next(filter(None, (kept_problem(vals.view(x), vals, 1) for x in kept)), None)
 
 
 def _what(view: View) -> str:

@@ -219,6 +219,9 @@ ML_LIBS_ALLOWED: frozenset[str] = _names(
             "precision_score recall_score jaccard_score matthews_corrcoef"
         ),
         "sklearn.metrics._ranking": "roc_auc_score average_precision_score",
+        # HistGradientBoosting with categorical features keeps partial(check_array, ...)
+        # in its internal FunctionTransformer: referenced, called by predict later
+        "sklearn.utils.validation": "check_array",
         "sklearn.metrics._regression": (
             "r2_score mean_squared_error mean_absolute_error median_absolute_error "
             "explained_variance_score max_error"

@@ -81,7 +81,9 @@ for _full in NUMPY_ALLOWED:
 for _full in ML_LIBS_ALLOWED:
     # metric functions of scorers are referenced; classes (scipy's lowercase matrices too)
     # are rebuilt with __new__ + BUILD; the reconstructors are set below
-    SPECS[_full] = REF_FUNC if _full.startswith("sklearn.metrics._") else NEW_ONLY
+    SPECS[_full] = (
+        REF_FUNC if _full.startswith(("sklearn.metrics._", "sklearn.utils.")) else NEW_ONLY
+    )
 for _full in HF_ALLOWED:
     SPECS[_full] = NEW_ONLY  # dataclasses: __post_init__ reads files, sets up devices
 for _full in SKLEARN_CLASSES:

@@ -36,7 +36,7 @@ from modelcrate.scan.callables import (
     Tag,
     View,
     judge_call,
-    kept_problem,
+    kept_state_problem,
     mutation_problem,
 )
 from modelcrate.scan.context import Blob
@@ -431,7 +431,7 @@ class Machine(Opcodes):
             if type(callee) is Global:
                 spec = self.sink.verdict(callee.module, callee.name).spec
                 if spec is not None and spec.keeps:
-                    why = kept_problem(self.view(state), self)
+                    why = kept_state_problem(spec, state, self)
                     if why is not None:
                         found = (Severity.HIGH, f"{opname} on the result of {view.name}: {why}")
         if found is None:

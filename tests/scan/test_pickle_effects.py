@@ -48,10 +48,17 @@ ATTACKS: dict[str, bytes] = {
         glob("uuid", "SafeUUID") + lit((0,)) + P.NEWOBJ + lit({"x": 1}) + P.BUILD
     ),
     "tensor_setitem": _s(
-        call(glob("torch._utils", "_rebuild_meta_tensor_no_storage"), glob("torch", "float32"),
-             lit((2,)), lit((1,)), lit(False))
-        + lit(0) + lit(1) + P.SETITEM
-    ),  # fmt: skip
+        call(
+            glob("torch._utils", "_rebuild_meta_tensor_no_storage"),
+            glob("torch", "float32"),
+            lit((2,)),
+            lit((1,)),
+            lit(False),
+        )
+        + lit(0)
+        + lit(1)
+        + P.SETITEM
+    ),
     # -- a module-level object kept by a constructor that writes through it --------------------
     "chainmap_module_dict": _s(
         call(glob("collections", "ChainMap"), glob("sklearn.metrics._scorer", "_SCORERS"))
@@ -75,9 +82,12 @@ ATTACKS: dict[str, bytes] = {
         + P.BUILD
     ),
     "partial_keeps_a_lookup": _s(
-        call(glob("functools", "partial"), glob("numpy", "log1p"),
-             call(glob("uuid", "SafeUUID"), lit(0)))
-    ),  # fmt: skip
+        call(
+            glob("functools", "partial"),
+            glob("numpy", "log1p"),
+            call(glob("uuid", "SafeUUID"), lit(0)),
+        )
+    ),
     # -- constructors that allocate or compute without bound ------------------------------------
     "bytearray_1e12": _s(call(glob("builtins", "bytearray"), lit(10**12))),
     "bytes_1e12": _s(call(glob("builtins", "bytes"), lit(10**12))),
@@ -92,18 +102,27 @@ ATTACKS: dict[str, bytes] = {
     "decimal_tuple_exponent": _s(call(glob("decimal", "Decimal"), lit((0, (1,), 999999999)))),
     "int_digits": _s(call(glob("builtins", "int"), lit("9" * 5000))),
     "numpy_reconstruct_shape": _s(
-        call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
-             lit((10**6, 10**6)), lit(b"b"))
-    ),  # fmt: skip
+        call(
+            glob("numpy.core.multiarray", "_reconstruct"),
+            glob("numpy", "ndarray"),
+            lit((10**6, 10**6)),
+            lit(b"b"),
+        )
+    ),
     "copyreg_base_allocates": _s(
-        call(glob("copyreg", "_reconstructor"), glob("collections", "OrderedDict"),
-             glob("builtins", "bytearray"), lit(10**12))
-    ),  # fmt: skip
+        call(
+            glob("copyreg", "_reconstructor"),
+            glob("collections", "OrderedDict"),
+            glob("builtins", "bytearray"),
+            lit(10**12),
+        )
+    ),
     "newobj_ndarray_shape": _s(glob("numpy", "ndarray") + lit((10**6, 10**6)) + P.NEWOBJ),
     "allocation_budget": _s(
-        P.MARK + b"".join(call(glob("builtins", "list"), _range(1 << 20)) for _ in range(5))
+        P.MARK
+        + b"".join(call(glob("builtins", "list"), _range(1 << 20)) for _ in range(5))
         + P.TUPLE
-    ),  # fmt: skip
+    ),
     "codec_by_name": _s(call(glob("builtins", "str"), lit(b"x"), lit("rot13"))),
     # -- allowlisted names used in ways their libraries never write ----------------------------
     "ufunc_called": _s(call(glob("numpy", "add"), lit(1), lit(2))),
@@ -122,15 +141,21 @@ BENIGN: dict[str, bytes] = {
         call(glob("collections", "ChainMap"), lit({"a": 1})) + lit("b") + lit(2) + P.SETITEM
     ),
     "ordered_dict_setitems": _s(
-        glob("collections", "OrderedDict") + P.EMPTY_TUPLE + P.REDUCE
-        + P.MARK + lit("a") + lit(1) + P.SETITEMS
-    ),  # fmt: skip
+        glob("collections", "OrderedDict")
+        + P.EMPTY_TUPLE
+        + P.REDUCE
+        + P.MARK
+        + lit("a")
+        + lit(1)
+        + P.SETITEMS
+    ),
     "list_small_range": _s(call(glob("builtins", "list"), _range(10))),
     "bytearray_from_bytes": _s(call(glob("builtins", "bytearray"), lit(b"abc"))),
     "fraction_and_decimal": _s(
-        call(glob("fractions", "Fraction"), lit("3/4")) + call(glob("decimal", "Decimal"),
-                                                                  lit("1.50")) + P.TUPLE2
-    ),  # fmt: skip
+        call(glob("fractions", "Fraction"), lit("3/4"))
+        + call(glob("decimal", "Decimal"), lit("1.50"))
+        + P.TUPLE2
+    ),
     "enum_member_lookup": _s(call(glob("uuid", "SafeUUID"), lit(0))),
     "partial_of_a_ufunc": _s(call(glob("functools", "partial"), glob("numpy", "log1p"))),
 }

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["Opcodes"]
 
 _BIG = 65_536  # longer literals stay in the blob as Opaque("blob", (start, length))
+_STORAGE_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+    "BoolStorage": 1, "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1,
+    "QUInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1,
+}  # fmt: skip
 _HIGHEST_PROTOCOL = 5
 _MAGIC_SLOTS = 1 << 31  # sanity cap for memo indices
 
@@ -427,6 +433,8 @@ class Opcodes:
             self.stack.append(pid[1])
             return
         ok = (type(pid) is tuple and pid and pid[0] == "storage") or type(pid) is int
+        if ok and type(pid) is tuple and self.sink.storage_limit is not None:
+            self._storage_size(pid)
         if not ok and not self.sink.probe:
             self.sink.issue(
                 Severity.MEDIUM,
@@ -436,6 +444,25 @@ class Opcodes:
                 why="torch only emits ('storage', ...) ids; other ids reach application code",
             )
         self.stack.append(Opaque("persistent", pid, self.op_offset))
+
+    def _storage_size(self, pid: tuple[object, ...]) -> None:
+        """Legacy torch.load allocates ``numel`` elements per storage id before it reads the
+        data, which follows in the same file: a storage larger than the file is forged."""
+        limit = self.sink.storage_limit or 0
+        numel = pid[4] if len(pid) >= 5 else None
+        cls = pid[1]
+        size = _STORAGE_SIZES.get(cls.name, 1) if type(cls) is Global else 1
+        if type(numel) is int and 0 <= numel * size <= limit:
+            return
+        self.sink.issue(
+            Severity.HIGH,
+            "pickle.call",
+            f"a legacy torch storage claims {numel} elements of {size} bytes, more than the "
+            f"{limit} bytes of its file",
+            self.op_offset,
+            why="torch.load allocates the storage before reading its data",
+            symbol=describe(cls),
+        )
 
     def _ext(self, code: int) -> None:
         if code <= 0:

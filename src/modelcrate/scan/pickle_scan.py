@@ -58,7 +58,10 @@ def scan_pickle(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str 
                 loc.at(pos),
             )
             break
-        sink, machine = _run_stream(data, pos, ctx, verdicts)
+        # legacy torch files: the object pickle (after magic, protocol and sys_info) names
+        # storages whose data follows in the same file
+        storages = n if legacy and count >= 2 else None
+        sink, machine = _run_stream(data, pos, ctx, verdicts, storages)
         _report(sink, machine, loc, ctx, depth, trailing=count > 0)
         count += 1
         joblib = joblib or sink.joblib
@@ -94,13 +97,19 @@ def scan_pickle(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str 
 
 
 def _run_stream(
-    data: Blob, start: int, ctx: ScanContext, verdicts: dict[tuple[str, str], GlobalVerdict]
+    data: Blob,
+    start: int,
+    ctx: ScanContext,
+    verdicts: dict[tuple[str, str], GlobalVerdict],
+    storage_limit: int | None = None,
 ) -> tuple[Sink, Machine]:
     """Run one pickle; when frames are violated, run the C file reader's reading as well."""
     sink = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
+    sink.storage_limit = storage_limit
     machine = Machine(data, start, sink).run()
     if sink.frame_violation:
         alt = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
+        alt.storage_limit = storage_limit
         alt_machine = Machine(data, start, alt, mode=Mode.CFILE).run()
         _merge(sink, alt)
         if alt_machine.error is not None and machine.error is None:

@@ -102,6 +102,7 @@ class Sink:
     saw_global: bool = False
     cost: int = 0  # items allocated by calls from numbers and computed sequences
     over_budget: bool = False
+    storage_limit: int | None = None  # legacy torch: storages must fit in the file
 
     def issue(
         self,

@@ -326,10 +326,14 @@ def _shape(view: View | None, vals: Values) -> int | None:
         return None
     count = 1
     for dim in vals.items(view.value) or ():
-        d = vals.view(dim)
-        if d.tag is not Tag.CONST or type(d.value) is not int or d.value < 0:
+        if type(dim) is not int:  # an int is a constant on both sides; anything else is viewed
+            d = vals.view(dim)
+            if d.tag is not Tag.CONST or type(d.value) is not int:
+                return None
+            dim = d.value
+        if dim < 0:
             return None
-        count *= d.value
+        count *= dim
         if count > 1 << 62:
             return count
     return count

@@ -337,6 +337,11 @@ class Machine(Opcodes):
         new = kind in ("NEWOBJ", "NEWOBJ_EX") or (
             kind in ("INST", "OBJ") and args == () and spec.kind is Kind.CLASS
         )
+        if not spec.rule and not spec.keeps:  # fast path: no argument to look at
+            out = spec.new if new else spec.call
+            if out is not None:
+                call.out = out
+                return
         symbol = f"{callee.module}.{callee.name}"
         j = judge_call(
             View(Tag.GLOBAL, name=symbol, spec=spec),
@@ -389,7 +394,7 @@ class Machine(Opcodes):
             callee = c.callee
             if type(callee) is not Global:
                 return View(Tag.MADE, name="a computed callable", out=c.out, size=c.size)
-            if callee.module == "_codecs" and callee.name == "encode":
+            if callee.name == "encode" and callee.module == "_codecs":
                 folded = _encoded(c.args)
                 if folded is not None:
                     return folded
@@ -423,6 +428,13 @@ class Machine(Opcodes):
 
     def _mutation(self, target: object, opname: str, state: object = None) -> None:
         """BUILD/SETITEM/APPEND...: only on what the pickle built (literal or fresh)."""
+        if type(target) is Call and target.out is Out.FRESH:
+            callee = target.callee
+            if state is None or type(callee) is not Global:
+                return
+            spec = self.sink.verdict(callee.module, callee.name).spec
+            if spec is None or not spec.keeps:
+                return  # the common case: BUILD fills a fresh object
         view = self.view(target)
         found = mutation_problem(view, opname)
         symbol = view.name or None
@@ -661,7 +673,7 @@ def _encoded(args: object) -> View | None:
     if type(codec) is not str or codec.lower() not in SAFE_CODECS:
         return None
     text: str = args[0]
-    if len(text) > 4096:
+    if len(text) > 256:  # long data: only its length matters to the rules
         return View(Tag.CONST, None, size=len(text))
     try:
         data = text.encode(codec)

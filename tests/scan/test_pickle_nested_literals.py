@@ -1,5 +1,7 @@
 """A call that deserializes a literal the scan fully analysed is judged by what the literal
 holds (issue 9, item 12); a literal that could not be fully analysed keeps it at HIGH or above.
+The rule covers the loader libraries write (``torch.storage._load_from_bytes``); ``pickle.loads``
+of a literal is never written by a save call and stays CRITICAL.
 
 ``pickle.dumps`` of a tensor stores its storage as ``torch.storage._load_from_bytes(b'<legacy
 torch.save bytes>')``: benign, and loadable by the restricted unpickler with the same rules.
@@ -58,7 +60,6 @@ BENIGN = {
     "tensor_p2": pickle.dumps(torch.arange(6.0), protocol=2),
     "tensor_p0": pickle.dumps(torch.ones(2, dtype=torch.float16), protocol=0),
     "tensor_p5": pickle.dumps(torch.nn.Parameter(torch.zeros(3)), protocol=5),
-    "pickle_loads_benign": _loads(lit(pickle.dumps({"a": [1, 2]}, protocol=4))),
     "load_from_bytes_literal": _load_from_bytes(lit(_legacy(torch.arange(3)))),
 }
 ATTACKS = {
@@ -76,6 +77,10 @@ ATTACKS = {
     + P.STOP,
     "load_from_bytes_forged_numel": _forged_numel(),
     "dill_loads_benign_literal": _loads(lit(pickle.dumps(1)), ("dill", "loads")),
+    # no library's save call writes pickle.loads of a literal: a hiding technique, kept
+    # CRITICAL whatever the literal holds (picklescan's malicious13 samples)
+    "pickle_loads_benign_literal": _loads(lit(pickle.dumps({"a": [1, 2]}, protocol=4))),
+    "_pickle_loads_benign_literal": _loads(lit(b"I12345\n."), ("_pickle", "loads")),
     "pickle_load_of_a_path": _loads(lit("model.pkl"), ("pickle", "load")),
 }
 

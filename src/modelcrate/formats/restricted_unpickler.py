@@ -20,10 +20,11 @@ What an admitted global may then do is the scanner's model too
 * globals whose safety depends on their arguments (numpy's ``_ufunc_reconstruct``,
   ``_codecs.encode``) are returned wrapped: the call's arguments are checked with
   :func:`~modelcrate.scan.pickle_globals.check_reconstruct_args` before the real call;
-* ``pickle.loads`` and ``torch.storage._load_from_bytes`` (how ``pickle.dumps`` stores a
-  tensor's storage) given one bytes literal load it with these same restrictions (torch's
-  legacy format through ``torch.load`` with this module as its pickle module, storage sizes
-  bounded by the literal); every other nested loader is refused;
+* ``torch.storage._load_from_bytes`` (how ``pickle.dumps`` stores a tensor's storage) given
+  one bytes literal loads it with these same restrictions (torch's legacy format through
+  ``torch.load`` with this module as its pickle module, storage sizes bounded by the
+  literal, zip archives refused); every other nested loader (``pickle.loads`` included) is
+  refused, as the scanner keeps it CRITICAL;
 * persistent ids (``PERSID``/``BINPERSID``) are refused;
 * joblib files are read by a subclass of joblib's own ``NumpyUnpickler`` (every compression
   joblib writes), whose object arrays, stored as nested pickles, use this same unpickler; the
@@ -187,10 +188,9 @@ class _ArgsChecked:
 
 
 class _NestedLoader:
-    """``pickle.loads`` / ``torch.storage._load_from_bytes``: the same restrictions, nested."""
+    """``torch.storage._load_from_bytes``: the same restrictions, nested."""
 
     def __init__(self, m: str, n: str, path: str, policy: Policy | None, depth: int) -> None:
-        self._torch = m == "torch.storage"
         self._path = f"{path}!{m}.{n}"
         self._policy = policy
         self._depth = depth + 1
@@ -200,8 +200,6 @@ class _NestedLoader:
             raise PickleRefusedError(
                 f"pickles nested deeper than {MAX_NESTING}", path=self._path, hint=HINT
             )
-        if not self._torch:
-            return _load_pickle(bytes(data), self._path, self._policy, self._depth)
         if data[:2] == b"PK":  # torch.load would dispatch a TorchScript archive to torch.jit.load
             raise PickleRefusedError(
                 "refused a zip archive given to torch.storage._load_from_bytes (torch writes "

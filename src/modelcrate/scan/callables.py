@@ -576,7 +576,7 @@ def _newobj_ex(call: Call) -> RuleResult:
 
 
 def _nested_literal(call: Call) -> RuleResult:
-    # pickle.loads(data) / torch.storage._load_from_bytes(data): exactly the bytes in the file
+    # torch.storage._load_from_bytes(data): exactly the bytes in the file
     first = call.arg(0)
     if len(call.args) != 1 or first is None or first.tag is not Tag.CONST:
         return RuleResult(f"{call.name} is given something other than one bytes literal")

@@ -39,8 +39,8 @@ DATA_CLASS = Spec(Kind.CLASS, call=FRESH, new=FRESH)
 ENUM = Spec(Kind.CLASS, call=SHARED, new=SHARED)  # Enum(value) returns the existing member
 
 
-# pickle.loads / torch.storage._load_from_bytes in the restricted unpickler, which loads the
-# literal with the same restrictions (the scanner judges them by the literal's own scan)
+# torch.storage._load_from_bytes in the restricted unpickler, which loads the literal with
+# the same restrictions (the scanner judges the call by the literal's own scan)
 NESTED_LITERAL_SPEC = Spec(Kind.FUNCTION, call=VALUE, rule="nested_literal")
 
 

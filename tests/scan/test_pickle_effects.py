@@ -124,6 +124,25 @@ ATTACKS: dict[str, bytes] = {
         + P.TUPLE
     ),
     "codec_by_name": _s(call(glob("builtins", "str"), lit(b"x"), lit("rot13"))),
+    # a lazy sequence stored for whatever iterates it later (numpy, pandas, the model)
+    "bare_range_1e12": _s(_range(10**12)),
+    # bounds hold for arguments bound now and used later, and for keyword arguments
+    "partial_binds_allocation": _s(
+        call(glob("functools", "partial"), glob("builtins", "bytearray"), lit(10**12))
+    ),
+    "partial_state_binds_allocation": _s(
+        call(glob("functools", "partial"), glob("builtins", "bytearray"))
+        + P.MARK
+        + glob("builtins", "bytearray")
+        + lit((10**12,))
+        + lit(None)
+        + lit(None)
+        + P.TUPLE
+        + P.BUILD
+    ),
+    "newobj_ex_keyword_exponent": _s(
+        glob("decimal", "Decimal") + P.EMPTY_TUPLE + lit({"value": "1e999999999"}) + P.NEWOBJ_EX
+    ),
     # -- allowlisted names used in ways their libraries never write ----------------------------
     "ufunc_called": _s(call(glob("numpy", "add"), lit(1), lit(2))),
     "layer_init_called": _s(
@@ -208,7 +227,7 @@ def test_lookups_modified_by_build_are_attribute_injection() -> None:
 def test_allocation_findings_name_the_bound() -> None:
     for name, words in (
         ("bytearray_1e12", "allocates 1000000000000 bytes"),
-        ("list_range_1e10", "materialises 10000000000 items"),
+        ("list_range_1e10", "a range of 10000000000 items"),
         ("fraction_exponent", "exponent over"),
         ("int_digits", "5000-character number"),
     ):

@@ -217,6 +217,8 @@ def judge_call(
     call = Call(callee.name, items, how, vals, kwargs)
     res = rule(call) if rule is not None else RuleResult()
     problem = res.problem
+    if problem is None and rule is not None and not _empty(kwargs, vals):
+        problem = f"{callee.name} is given keyword arguments, which its bounds cannot check"
     if problem is None and spec.keeps:
         kept = (a for i, a in enumerate(items) if i not in spec.calls)
         problem = next(filter(None, (kept_problem(vals.view(a), vals) for a in kept)), None)
@@ -238,6 +240,13 @@ def judge_call(
     if problem is None and cost > MAX_ITEMS:
         problem = f"{callee.name} would allocate {cost} items (limit {MAX_ITEMS})"
     return Judgement(problem, final, res.size, cost)
+
+
+def _empty(kwargs: object, vals: Values) -> bool:
+    if kwargs is None:
+        return True
+    view = vals.view(kwargs)
+    return view.tag is Tag.LITERAL and view.size == 0
 
 
 def mutation_problem(target: View, op: str) -> tuple[Severity, str] | None:
@@ -296,7 +305,22 @@ def kept_state_problem(spec: Spec, state: object, vals: Values) -> str | None:
     if items is None or not spec.calls:
         return kept_problem(view, vals)
     kept = (x for i, x in enumerate(items) if i not in spec.calls)
-    return next(filter(None, (kept_problem(vals.view(x), vals, 1) for x in kept)), None)
+    why = next(filter(None, (kept_problem(vals.view(x), vals, 1) for x in kept)), None)
+    if why is None and spec.rule == "partial" and len(items) >= 2:
+        # partial's state (func, args, kwds, dict): the bound arguments, as in the call
+        bound = vals.items(items[1])
+        if bound is None:
+            return "partial's arguments are computed while loading"
+        why = bound_problem(items[0], bound, vals)
+        keywords = len(items) >= 3 and not _empty(items[2], vals)
+        if why is None and keywords and _has_rule(items[0], vals):
+            why = "partial binds keyword arguments to a callable with argument bounds"
+    return why
+
+
+def _has_rule(func: object, vals: Values) -> bool:
+    spec = vals.view(func).spec
+    return spec is not None and bool(spec.rule)
 
 
 def _what(view: View) -> str:
@@ -391,17 +415,42 @@ def _codec(view: View | None) -> str | None:
 
 
 def _range(call: Call) -> RuleResult:
+    # a range is lazy, but whatever iterates it later (list(), numpy, pandas, the model's own
+    # code) materialises it: its size is bounded where it is made
     nums = [call.arg(i) for i in range(len(call.args))]
     ints = [v.value for v in nums if v is not None and v.tag is Tag.CONST and type(v.value) is int]
     if not 1 <= len(ints) == len(nums) <= 3:
-        return RuleResult()  # a lazy range of unknown size: nothing may iterate it
+        return RuleResult("a range whose bounds are computed while loading")
     start, stop, step = (0, ints[0], 1) if len(ints) == 1 else (ints[0], ints[1], 1)
     if len(ints) == 3:
         step = ints[2]
     if step == 0:
+        return RuleResult()  # the constructor raises
+    span = max((stop - start + step - (1 if step > 0 else -1)) // step, 0)
+    if span > MAX_ITEMS:
+        return RuleResult(f"a range of {span} items (limit {MAX_ITEMS})")
+    return RuleResult(size=span)
+
+
+def _partial(call: Call) -> RuleResult:
+    # partial(func, *args): the application calls func(*args) later; the bounds of func hold
+    # for the arguments bound now
+    if not call.args:
         return RuleResult()
-    span = (stop - start + step - (1 if step > 0 else -1)) // step
-    return RuleResult(size=max(span, 0))
+    return RuleResult(bound_problem(call.args[0], call.args[1:], call.vals))
+
+
+def bound_problem(func: object, args: Sequence[object], vals: Values) -> str | None:
+    """The argument rule of ``func`` (a GLOBAL with a spec) applied to ``args``, else None."""
+    view = vals.view(func)
+    spec = view.spec
+    if view.tag is not Tag.GLOBAL or spec is None or not spec.rule:
+        return None
+    rule = RULES.get(spec.rule)
+    if rule is None:
+        return None
+    problem = rule(Call(view.name, args, How.CALL, vals)).problem
+    return None if problem is None else f"binds arguments to {view.name} that {problem}"
 
 
 def _digits(view: View | None, numeric: bool = True) -> str | None:
@@ -620,4 +669,5 @@ RULES: dict[str, Rule] = {
     "newobj_ex": _newobj_ex,
     "pandas": _pandas,
     "nested_literal": _nested_literal,
+    "partial": _partial,
 }

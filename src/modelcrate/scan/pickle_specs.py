@@ -159,7 +159,7 @@ SPECS.update(
         "uuid.UUID": DATA_CLASS,
         "uuid.SafeUUID": ENUM,
         "functools.partial": Spec(
-            Kind.CLASS, call=FRESH, new=FRESH, keeps=True, calls=(0,)
+            Kind.CLASS, call=FRESH, new=FRESH, rule="partial", keeps=True, calls=(0,)
         ),  # called by the application later, with the arguments it keeps
         # torch
         "torch.Size": _cls(VALUE, "materialise"),

@@ -60,6 +60,9 @@ BENIGN = {
     "tensor_p2": pickle.dumps(torch.arange(6.0), protocol=2),
     "tensor_p0": pickle.dumps(torch.ones(2, dtype=torch.float16), protocol=0),
     "tensor_p5": pickle.dumps(torch.nn.Parameter(torch.zeros(3)), protocol=5),
+    # storages over 64 KiB: the literal stays in the file (text at protocols 0-2), still exact
+    "big_tensor_p1": pickle.dumps(torch.ones(40_000), protocol=1),
+    "big_tensor_p3": pickle.dumps(torch.ones(40_000), protocol=3),
     "load_from_bytes_literal": _load_from_bytes(lit(_legacy(torch.arange(3)))),
 }
 ATTACKS = {

@@ -2,7 +2,10 @@
 
 Runs :class:`~modelcrate.scan.pickle_vm.Machine` over the bytes (never unpickles) and turns
 what it saw into findings: one per distinct global per stream (with a count and how it was
-called), one per unsafe call or stream defect.
+called), one per unsafe call or stream defect. Literals given to pickle loaders are scanned as
+nested pickles; a call of ``torch.storage._load_from_bytes`` (how ``pickle.dumps`` stores a
+tensor's storage) with one exact literal that was fully analysed is judged by what that
+literal holds, any other nested load stays HIGH or above.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ empirically on CPython 3.11 with harmless globals):
 * ``CFILE``: the C unpickler reading a file without ``peek`` (``torch.load`` on a ``BytesIO``)
   drops the unread rest of the frame and reads the opcode's argument from the frame end.
 
+Every call of an allowlisted global is judged by its spec (:mod:`modelcrate.scan.callables`,
+the model the restricted unpickler enforces too): whether it may be called or instantiated at
+all, its argument bounds, and what it returns (a fresh object BUILD/SETITEM may fill, or a
+looked-up one they may not). The machine is the :class:`~modelcrate.scan.callables.Values`
+side that shows its symbolic values to those rules.
+
 The machine never raises on bad input: errors, limits and findings end up in a
 :class:`~modelcrate.scan.pickle_sink.Sink`. The opcode handlers are in
 :mod:`modelcrate.scan.pickle_ops`; what a run collects is in :mod:`modelcrate.scan.pickle_sink`.

@@ -339,6 +339,8 @@ def test_numpy_subclasses_and_masked_arrays(tmp_path: Path) -> None:
         "masked": np.ma.masked_array([1, 2, 3], mask=[0, 1, 0]),
         "datetime": np.array(["2024-01-01"], dtype="datetime64[D]"),
         "objects": np.array([1, "x", None], dtype=object),
+        "records": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+        "strings": np.array(["a", "bb"], dtype=np.dtypes.StringDType()),
     }
     for name, value in values.items():
         dump_everywhere(value, tmp_path, name)

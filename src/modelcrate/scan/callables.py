@@ -515,10 +515,14 @@ def _fraction(call: Call) -> RuleResult:
 
 
 def _np_dtype(call: Call) -> RuleResult:
+    # numpy writes dtype("f8", False, True); record arrays dtype(numpy.record, ...)
     first = call.arg(0)
-    if first is None or first.tag is not Tag.CONST or not isinstance(first.value, str | bytes):
+    if first is not None and first.tag is Tag.GLOBAL:
+        if first.spec is None or first.spec.kind is not Kind.CLASS:
+            return RuleResult("numpy.dtype from something other than an allowlisted type")
+    elif first is None or first.tag is not Tag.CONST or not isinstance(first.value, str | bytes):
         return RuleResult("numpy.dtype from something other than a type string")
-    if (first.size or 0) > MAX_DTYPE_TEXT:
+    elif (first.size or 0) > MAX_DTYPE_TEXT:
         return RuleResult(f"numpy.dtype from a {first.size}-character string")
     copy = call.arg(2)
     fresh = copy is not None and copy.tag is Tag.CONST and copy.value is True

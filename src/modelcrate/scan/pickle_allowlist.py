@@ -176,7 +176,7 @@ _NUMPY_NUMERIC = "_frombuffer"
 
 NUMPY_ALLOWED: frozenset[str] = _names(
     {
-        "numpy": f"ndarray dtype matrix {_NUMPY_SCALAR_TYPES} {_NUMPY_UFUNCS}",
+        "numpy": f"ndarray dtype matrix record {_NUMPY_SCALAR_TYPES} {_NUMPY_UFUNCS}",
         "numpy.core.multiarray": _NUMPY_MULTIARRAY,
         "numpy._core.multiarray": _NUMPY_MULTIARRAY,
         "numpy.core.numeric": _NUMPY_NUMERIC,
@@ -184,6 +184,12 @@ NUMPY_ALLOWED: frozenset[str] = _names(
         "numpy.core.umath": _NUMPY_UFUNCS,
         "numpy._core.umath": _NUMPY_UFUNCS,
         "numpy.matrixlib.defmatrix": "matrix",
+        # record arrays and numpy 2's variable-width StringDType
+        "numpy.rec": "recarray",
+        "numpy.core.records": "recarray record",
+        "numpy._core.records": "recarray record",
+        "numpy.core._internal": "_convert_to_stringdtype_kwargs",
+        "numpy._core._internal": "_convert_to_stringdtype_kwargs",
         "numpy.ma.core": "MaskedArray _mareconstruct",
         "numpy.ma": "MaskedArray",  # numpy 2 names it by its public module
         "numpy.dtypes": (

@@ -206,6 +206,14 @@ SPECS.update(
     }
 )
 SPECS.update({f"numpy.{n}": REF_CLASS for n in _NUMPY_ARRAYS})
+SPECS.update(
+    dict.fromkeys(
+        ("numpy.record", "numpy.rec.recarray", "numpy.core.records.recarray",
+         "numpy._core.records.recarray", "numpy.core.records.record",
+         "numpy._core.records.record"),
+        REF_CLASS,
+    )
+)  # fmt: skip
 SPECS.update(dict.fromkeys(_HF_ENUMS.split(), ENUM))
 for _full in STDLIB_ALLOWED - set(SPECS):
     SPECS[_full] = _cls(VALUE)  # pathlib paths: pickled as cls(*parts), never modified

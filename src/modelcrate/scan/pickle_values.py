@@ -237,6 +237,11 @@ def _dtype_info(dtype: object) -> tuple[int, bool] | None:
     """(itemsize, has_object) of a pickled ``numpy.dtype(...)`` call, from its args and state."""
     if type(dtype) is not Call or type(dtype.callee) is not Global:
         return None
+    if dtype.callee.name == "_convert_to_stringdtype_kwargs" and dtype.callee.module in (
+        "numpy._core._internal",
+        "numpy.core._internal",
+    ):
+        return 16, True  # numpy 2's StringDType: joblib writes its arrays as a nested pickle
     if dtype.callee.name != "dtype" or not dtype.callee.module.startswith("numpy"):
         return None
     args = dtype.args

@@ -25,6 +25,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from modelcrate.errors import InputError
 from modelcrate.formats import PickleRefusedError, safe_load_joblib, safe_load_pickle
 from modelcrate.scan import Policy
+from modelcrate.scan.context import ScanContext
+from modelcrate.scan.findings import Location, Severity
 from tests.scan.picklegen import P, call, glob, lit
 
 COMPRESSIONS = [0, ("zlib", 3), ("gzip", 3), ("bz2", 3), ("xz", 3), ("lzma", 3)]
@@ -187,3 +189,63 @@ def test_forged_joblib_array_size_is_refused(tmp_path: Path) -> None:
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
         safe_load_joblib(tmp_path / "nope.joblib")
+
+
+# -- the callables model at load time (issue 9, item 2): same rules through the joblib reader
+
+
+REGISTRY: dict[str, object] = {"kept": "safe"}  # a module-level dict a policy prefix admits
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "why"),
+    [
+        (
+            "dtype_singleton_build",
+            P.PROTO2
+            + call(glob("numpy", "dtype"), lit("f8"))
+            + lit((3, ">", None, None, None, -1, -1, 0))
+            + P.BUILD
+            + P.STOP,
+            "numpy.dtype",
+        ),
+        (
+            "chainmap_keeps_a_lookup",
+            P.PROTO2
+            + call(glob("collections", "ChainMap"), call(glob("uuid", "SafeUUID"), lit(0)))
+            + P.STOP,
+            "keep a reference",
+        ),
+        ("bytearray", P.PROTO2 + call(glob("builtins", "bytearray"), lit(10**12)) + P.STOP, "1e12"),
+    ],
+)
+def test_joblib_reader_applies_the_same_rules(
+    tmp_path: Path, name: str, data: bytes, why: str
+) -> None:
+    path = tmp_path / f"{name}.joblib"
+    path.write_bytes(data)
+    with pytest.raises(PickleRefusedError, match="nothing was executed") as err:
+        safe_load_joblib(path)
+    if why != "1e12":
+        assert why in err.value.message
+    assert np.dtype("f8").byteorder == "="
+
+
+def test_policy_admits_code_but_not_writes_through_its_module_state() -> None:
+    policy = Policy(allow_globals=frozenset({f"{__name__}.*"}))
+    data = P.PROTO2 + call(glob("collections", "ChainMap"), glob(__name__, "REGISTRY"))
+    data += lit("kept") + lit("evil") + P.SETITEM + P.STOP
+    with pytest.raises(PickleRefusedError, match="module-level object"):
+        safe_load_pickle(data, path="policy.pkl", policy=policy)
+    assert REGISTRY == {"kept": "safe"}
+    ctx = ScanContext(policy=policy)  # the scanner, under the same policy, agrees
+    ctx.scan_blob(data, Location("policy.pkl"), 0, name="policy.pkl")
+    assert max(f.severity for f in ctx.findings) >= Severity.HIGH
+    # the policy still admits its classes the way pickles use them
+    assert safe_load_pickle(pickle.dumps(Custom()), path="c.pkl", policy=policy).value == 42
+
+
+def test_a_module_is_never_returned_even_when_the_policy_names_it() -> None:
+    policy = Policy(allow_globals=frozenset({"json.*"}))
+    with pytest.raises(PickleRefusedError, match="it is a module"):
+        safe_load_pickle(P.PROTO2 + glob("json", "decoder") + P.STOP, path="m.pkl", policy=policy)

@@ -10,6 +10,7 @@ from modelcrate.scan import config_scan
 from modelcrate.scan.config_scan import classify_target, scan_json, scan_yaml
 from modelcrate.scan.context import ScanContext
 from modelcrate.scan.findings import Finding, Location, Severity
+from modelcrate.scan.policy import Policy
 
 NEMO_YAML = """\
 name: ConformerCTC
@@ -55,10 +56,14 @@ def worst(findings: list[Finding]) -> Severity | None:
         ("builtins.eval", Severity.CRITICAL),
         ("torch.load", Severity.CRITICAL),
         ("hydra.utils.call", Severity.CRITICAL),
-        ("pathlib.Path.write_text", Severity.HIGH),
-        ("my_company.models.Net", Severity.MEDIUM),
-        ("nemo.collections.asr.models.EncDecCTCModel", Severity.INFO),
-        ("torch.optim.Adam", Severity.INFO),
+        ("pathlib.Path.write_text", Severity.CRITICAL),
+        # anything not on the allowlist is HIGH (unknown code), as for a pickle global
+        ("my_company.models.Net", Severity.HIGH),
+        ("nemo.collections.asr.models.EncDecCTCModel", Severity.HIGH),
+        ("torch.optim.Adam", Severity.HIGH),
+        # allowlisted callables that instantiate may call
+        ("argparse.Namespace", Severity.INFO),
+        ("sklearn.preprocessing._data.StandardScaler", Severity.INFO),
     ],
 )
 def test_classify_target(target: str, severity: Severity) -> None:
@@ -78,7 +83,7 @@ def test_t50_nemo_target_yaml_without_pyyaml(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(config_scan, "_safe_load", lambda text: None)
     evil = NEMO_YAML + "  x:\n    - _target_: 'subprocess.Popen'\n      args: [id]\n"
     _, found = scan("yaml", evil, "model_config.yaml")
-    assert [(f.severity, f.symbol) for f in found if f.severity >= Severity.HIGH] == [
+    assert [(f.severity, f.symbol) for f in found if f.severity >= Severity.CRITICAL] == [
         (Severity.CRITICAL, "subprocess.Popen")
     ]
 
@@ -91,9 +96,20 @@ def test_t50_yaml_python_tag_and_json_target() -> None:
     assert [(f.severity, f.symbol) for f in found] == [(Severity.CRITICAL, "builtins.exec")]
 
 
-def test_benign_nemo_config() -> None:
+def test_nemo_config_targets_are_unknown_until_the_policy_admits_them() -> None:
     _, found = scan("yaml", NEMO_YAML, "model_config.yaml")
-    assert [(f.rule_id, f.severity) for f in found] == [("config.code-target", Severity.INFO)]
+    assert {(f.rule_id, f.severity) for f in found} == {("config.code-target", Severity.HIGH)}
+    assert {f.symbol for f in found} == {
+        "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+        "nemo.collections.asr.modules.ConformerEncoder",
+        "torch.optim.lr_scheduler.CosineAnnealingLR",
+    }
+    policy = Policy(allow_globals=frozenset({"nemo.collections.*", "torch.optim.*"}))
+    ctx = ScanContext(policy=policy)
+    scan_yaml(NEMO_YAML.encode(), Location("model_config.yaml"), ctx, 0)
+    assert [(f.rule_id, f.severity) for f in ctx.findings] == [
+        ("config.code-target", Severity.INFO)
+    ]
 
 
 def test_t45_tokenizer_config_chat_template_ssti() -> None:

@@ -24,6 +24,11 @@ def _s(text: str) -> bytes:
     return b"X" + struct.pack("<I", len(b)) + b
 
 
+def _long(n: int) -> bytes:
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
 def _call(module: str, name: str, *args: str, proto: int = 2) -> bytes:
     """GLOBAL module name; MARK args TUPLE; REDUCE; STOP."""
     head = b"\x80" + bytes([proto]) if proto >= 2 else b""
@@ -52,6 +57,20 @@ def build_samples(folder: Path, marker_dir: Path) -> list[Path]:
         + _s(f"touch {m('sg')}")
         + b"\x85R.",
     }
+    # allowlisted globals that act or allocate (issue 9, item 2): the scan refuses them
+    # without running them, so none of these allocates or computes anything while scanning
+    samples.update(
+        {
+            "getlogger_build.pkl": _call("logging", "getLogger", "")[:-1]
+            + b"}" + _s("disabled") + b"K\x01sb.",
+            "chainmap_registry.pkl": b"\x80\x02ccollections\nChainMap\n"
+            + b"csklearn.metrics._scorer\n_SCORERS\n\x85R" + _s("accuracy") + b"Ns.",
+            "bytearray_1e12.pkl": b"\x80\x02cbuiltins\nbytearray\n" + _long(10**12) + b"\x85R.",
+            "list_range.pkl": b"\x80\x02cbuiltins\nlist\ncbuiltins\nrange\n"
+            + _long(10**10) + b"\x85R\x85R.",
+            "fraction_exponent.pkl": _call("fractions", "Fraction", "1e999999999"),
+        }
+    )  # fmt: skip
     out = []
     for name, data in samples.items():
         p = folder / name

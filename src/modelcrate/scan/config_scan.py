@@ -1,7 +1,9 @@
 """JSON and YAML configs that loaders act on: Keras configs, chat templates, Hydra targets.
 
 ``_target_`` (Hydra / NeMo, CVE-2025-23304) and ``class_path`` (Lightning CLI) name a callable
-that ``instantiate`` imports and calls with the rest of the dict as arguments. A chat template
+that ``instantiate`` imports and calls with the rest of the dict as arguments: it is judged by
+the pickle-global classifier (:mod:`modelcrate.scan.config_targets`), so only allowlisted
+callables are INFO and anything else is HIGH, as for a pickle. A chat template
 (HF ``tokenizer_config.json``) is rendered by Jinja. A YAML ``!!python/object`` tag runs code
 in ``yaml.load``/``unsafe_load``. Nothing here imports what a config names.
 """
@@ -11,47 +13,24 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 
+from modelcrate.scan.config_targets import TARGET_KEYS, judge_target
 from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
 from modelcrate.scan.keras_scan import (
-    DANGEROUS_ROOTS,
     check_keras_tree,
     iter_nodes,
     looks_like_keras,
     path_text,
     tree_limit,
 )
+from modelcrate.scan.policy import Policy
 from modelcrate.scan.template_ssti import check_template
 
-TARGET_KEYS = ("_target_", "class_path")
 _KEYS = (*TARGET_KEYS, "chat_template")
 DUPLICATES = "\x00duplicates"  # where _pairs keeps the earlier values of a repeated key
 MAX_YAML_PARSE = 4 << 20  # larger YAML goes through the line-based extraction only
-# Callables under otherwise-legitimate roots that load pickles, compile code or fetch files.
-DANGEROUS_TARGETS = (
-    "torch.load", "torch.hub", "torch.jit.load", "torch.package", "torch.utils.cpp_extension",
-    "torch.serialization", "numpy.load", "numpy.ctypeslib", "numpy.testing", "numpy.f2py",
-    "joblib.load", "pandas.read_pickle", "hydra.utils", "hydra._internal", "omegaconf.OmegaConf",
-    "transformers.dynamic_module_utils", "keras.config.enable_unsafe_deserialization",
-    "keras.utils.get_file", "nemo.utils.model_utils.import_class_by_path",
-)  # fmt: skip
-ML_ROOTS = frozenset(
-    {
-        "nemo", "nemo_text_processing", "torch", "torchvision", "torchaudio", "torchmetrics",
-        "transformers", "lightning", "pytorch_lightning", "lightning_fabric", "omegaconf",
-        "hydra", "numpy", "sklearn", "scipy", "timm", "diffusers", "megatron", "apex", "peft",
-        "accelerate", "sentencepiece", "tokenizers", "datasets", "librosa", "lhotse", "einops",
-        "monai", "mmcv", "mmdet", "mmengine", "detectron2", "ultralytics", "fairseq", "espnet",
-        "speechbrain", "keras", "tensorflow", "jax", "flax", "optax", "pyannote", "k2",
-    }
-)  # fmt: skip
-CODE_ROOTS = DANGEROUS_ROOTS - ML_ROOTS - {"functools", "pathlib"}
-INERT_STDLIB = frozenset(
-    {"collections", "math", "datetime", "fractions", "decimal", "enum", "dataclasses", "typing"}
-)
 _PY_TAG = re.compile(
     r"!!python/(?:object(?:/apply|/new)?|name|module)\b|tag:yaml\.org,2002:python/(?:object|name|module)"
 )
@@ -64,21 +43,23 @@ class _Targets:
     seen: set[str] = field(default_factory=set)
 
 
-def classify_target(target: str) -> tuple[Severity, str]:
-    """Severity of instantiating ``target`` and why."""
-    name = target.strip().replace(":", ".")
-    root = name.split(".", 1)[0]
-    if root in CODE_ROOTS or any(name == d or name.startswith(d + ".") for d in DANGEROUS_TARGETS):
-        return Severity.CRITICAL, "it runs commands, evaluates code, loads pickles or reaches files"
-    if root in ML_ROOTS:
-        return Severity.INFO, "a class from a common ML framework"
-    if root in sys.stdlib_module_names and root not in INERT_STDLIB:
-        return Severity.HIGH, "a standard-library callable with side effects"
-    return Severity.MEDIUM, "code from a package outside the model; check that it is trusted"
+def classify_target(
+    target: str, policy: Policy | None = None, node: dict[str, object] | None = None
+) -> tuple[Severity, str]:
+    """Severity of instantiating ``target`` and why: the pickle-global classifier's verdict
+    (:mod:`modelcrate.scan.config_targets`); anything not on the allowlist is HIGH."""
+    return judge_target(target, policy, node)
 
 
 def _report_target(
-    target: object, key: str, where: str, *, loc: Location, ctx: ScanContext, acc: _Targets
+    target: object,
+    key: str,
+    where: str,
+    *,
+    loc: Location,
+    ctx: ScanContext,
+    acc: _Targets,
+    node: dict[str, object] | None = None,
 ) -> None:
     if not isinstance(target, str):
         ctx.add(
@@ -89,7 +70,7 @@ def _report_target(
             why="instantiate resolves it dynamically; the scanner could not verify it",
         )
         return
-    sev, why = classify_target(target)
+    sev, why = classify_target(target, ctx.policy, node)
     if sev == Severity.INFO:
         acc.benign.append(target)
         return
@@ -124,7 +105,7 @@ def check_config_tree(root: object, loc: Location, ctx: ScanContext) -> bool:
         where = path_text(node.path)
         for key, value in items:
             if key in TARGET_KEYS:
-                _report_target(value, key, where, loc=loc, ctx=ctx, acc=acc)
+                _report_target(value, key, where, loc=loc, ctx=ctx, acc=acc, node=v)
             elif key == "chat_template":
                 _templates(value, where if node.path else "", loc, ctx)
     if acc.benign:
@@ -132,9 +113,9 @@ def check_config_tree(root: object, loc: Location, ctx: ScanContext) -> bool:
         ctx.add(
             Severity.INFO,
             "config.code-target",
-            f"{len(acc.benign)} instantiation targets from common ML frameworks ({shown}, ...)",
+            f"{len(acc.benign)} instantiation targets on the allowlist ({shown}, ...)",
             loc,
-            why="instantiate imports these; they are ordinary framework classes",
+            why="instantiate imports and calls these; the allowlist admits them as pickle globals",
         )
     return seen_any
 
@@ -232,9 +213,9 @@ def scan_yaml(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str | 
         ctx.add(
             Severity.INFO,
             "config.code-target",
-            f"{len(acc.benign)} instantiation targets from common ML frameworks",
+            f"{len(acc.benign)} instantiation targets on the allowlist",
             loc,
-            why="instantiate imports these; they are ordinary framework classes",
+            why="instantiate imports and calls these; the allowlist admits them as pickle globals",
         )
     return "yaml"
 

@@ -1,17 +1,25 @@
 """The pickle allowlist: exact ``module.qualname`` globals that benign model files import.
 
-Data only; :mod:`modelcrate.scan.pickle_globals` decides. Every entry is an exact name after
-py2 -> py3 normalization (no prefixes, no substrings): a loader imports exactly these and
-nothing else, and constructing or calling them is inert (their ``__setstate__``/``__init__``
-only store values). Names that *call one of their arguments* are listed in
-:data:`ARG_CALLABLES` so the pickle machine can check those arguments too.
+Data only; :mod:`modelcrate.scan.pickle_globals` decides, and
+:mod:`modelcrate.scan.pickle_specs` says how each entry may be used (called, instantiated,
+referenced; with which argument bounds). Every entry is an exact name after py2 -> py3
+normalization (no prefixes, no substrings): a loader imports exactly these and nothing else.
+Every entry is a class, a function or an immutable value, never a module, a registry or a
+mutable container (the restricted unpickler checks this on what it imports). Names that *call
+one of their arguments* are listed in :data:`ARG_CALLABLES` so the pickle machine can check
+those arguments too.
 
 Tiers follow THREATS.md section 5. The long class lists (``torch.nn.modules``, numpy ufuncs,
 numpy dtype classes) were generated from torch 2.13 / numpy 2.4 at development time and pasted
-as literals; nothing is imported here.
+as literals. The scikit-learn and pandas lists are data files (``data/*.json``) written by
+``scripts/gen_pickle_classes.py`` by introspection of every supported version; they are read
+as JSON, nothing is imported here.
 """
 
 from __future__ import annotations
+
+import json
+from importlib import resources
 
 
 def _names(table: dict[str, str]) -> frozenset[str]:
@@ -162,12 +170,13 @@ _NUMPY_SCALAR_TYPES = (
     "intp long longdouble longlong object_ short single str_ timedelta64 ubyte uint uint16 "
     "uint32 uint64 uint8 uintc uintp ulong ulonglong ushort void"
 )
+NUMPY_SCALAR_TYPES = frozenset(_NUMPY_SCALAR_TYPES.split())
 _NUMPY_MULTIARRAY = "_reconstruct scalar"
 _NUMPY_NUMERIC = "_frombuffer"
 
 NUMPY_ALLOWED: frozenset[str] = _names(
     {
-        "numpy": f"ndarray dtype matrix {_NUMPY_SCALAR_TYPES} {_NUMPY_UFUNCS}",
+        "numpy": f"ndarray dtype matrix record {_NUMPY_SCALAR_TYPES} {_NUMPY_UFUNCS}",
         "numpy.core.multiarray": _NUMPY_MULTIARRAY,
         "numpy._core.multiarray": _NUMPY_MULTIARRAY,
         "numpy.core.numeric": _NUMPY_NUMERIC,
@@ -175,7 +184,14 @@ NUMPY_ALLOWED: frozenset[str] = _names(
         "numpy.core.umath": _NUMPY_UFUNCS,
         "numpy._core.umath": _NUMPY_UFUNCS,
         "numpy.matrixlib.defmatrix": "matrix",
+        # record arrays and numpy 2's variable-width StringDType
+        "numpy.rec": "recarray",
+        "numpy.core.records": "recarray record",
+        "numpy._core.records": "recarray record",
+        "numpy.core._internal": "_convert_to_stringdtype_kwargs",
+        "numpy._core._internal": "_convert_to_stringdtype_kwargs",
         "numpy.ma.core": "MaskedArray _mareconstruct",
+        "numpy.ma": "MaskedArray",  # numpy 2 names it by its public module
         "numpy.dtypes": (
             "BoolDType ByteDType BytesDType CLongDoubleDType Complex128DType Complex64DType "
             "DateTime64DType Float16DType Float32DType Float64DType Int16DType Int32DType "
@@ -195,9 +211,9 @@ NUMPY_ALLOWED: frozenset[str] = _names(
     }
 )
 
-# -- tier 3: scikit-learn internals, scipy, joblib, xgboost, lightgbm --------------------------
-# scikit-learn *classes* are admitted by rule (see SKLEARN_DENY_*); these are the exact
-# non-class names that fitted models pickle, plus pure metric functions used by scorers.
+# -- tier 3: scikit-learn internals, scipy, joblib, xgboost, lightgbm, pandas companions -----
+# scikit-learn *classes* come from data/sklearn_classes.json (SKLEARN_CLASSES); these are the
+# exact non-class names that fitted models pickle, plus pure metric functions used by scorers.
 
 ML_LIBS_ALLOWED: frozenset[str] = _names(
     {
@@ -209,6 +225,9 @@ ML_LIBS_ALLOWED: frozenset[str] = _names(
             "precision_score recall_score jaccard_score matthews_corrcoef"
         ),
         "sklearn.metrics._ranking": "roc_auc_score average_precision_score",
+        # HistGradientBoosting with categorical features keeps partial(check_array, ...)
+        # in its internal FunctionTransformer: referenced, called by predict later
+        "sklearn.utils.validation": "check_array",
         "sklearn.metrics._regression": (
             "r2_score mean_squared_error mean_absolute_error median_absolute_error "
             "explained_variance_score max_error"
@@ -235,6 +254,10 @@ ML_LIBS_ALLOWED: frozenset[str] = _names(
         "xgboost.core": "Booster",
         "lightgbm.sklearn": "LGBMModel LGBMClassifier LGBMRegressor LGBMRanker",
         "lightgbm.basic": "Booster",
+        # time zones of tz-aware pandas data: pytz (pandas 2) and zoneinfo (pandas 3) read
+        # only their own time-zone database, keyed by a validated zone name
+        "pytz": "_p",
+        "zoneinfo": "ZoneInfo._unpickle",
     }
 )
 
@@ -255,7 +278,6 @@ STDLIB_ALLOWED: frozenset[str] = _names(
         "pathlib": "PurePath PurePosixPath PureWindowsPath Path PosixPath WindowsPath",
         "uuid": "UUID SafeUUID",
         "types": "SimpleNamespace",
-        "logging": "getLogger",  # Logger.__reduce__: getLogger(name) looks a logger up, no I/O
         # a call wrapper: as safe as its target, argument 0, which must itself be allowlisted
         # (the rest of functools, e.g. reduce, which calls at load time, stays denied)
         "functools": "partial",
@@ -296,6 +318,37 @@ HF_ALLOWED: frozenset[str] = _names(
     }
 )
 
+# -- scikit-learn and pandas: generated data (scripts/gen_pickle_classes.py) -----------------
+
+
+def _data(name: str) -> dict[str, list[str]]:
+    text = resources.files("modelcrate.scan").joinpath("data", name).read_text("utf-8")
+    data: dict[str, list[str]] = json.loads(text)
+    return data
+
+
+_SKLEARN = _data("sklearn_classes.json")
+_PANDAS = _data("pandas_globals.json")
+
+# Every class defined in scikit-learn (module.qualname, as pickles name them) in the supported
+# versions, minus the modules that fetch data, run processes or serve tests. Classes only:
+# module-level constants (``sklearn.metrics._scorer._SCORERS``) and functions are not admitted.
+SKLEARN_CLASSES: frozenset[str] = frozenset(_SKLEARN["classes"])
+SKLEARN_ENUMS: frozenset[str] = frozenset(_SKLEARN["enums"])
+# Cython writes ``module.__pyx_unpickle_Name(cls, checksum, state)`` for cdef classes: admitted
+# for the classes above only, as instantiations of their first argument.
+SKLEARN_PYX: frozenset[str] = frozenset(
+    f"{c.rpartition('.')[0]}.__pyx_unpickle_{c.rpartition('.')[2]}" for c in SKLEARN_CLASSES
+)
+
+# pandas data structures, dtypes, arrays, indexes, block managers and tslibs scalars, and the
+# reconstructors their pickles call (never I/O, computation or pyarrow-backed arrays).
+PANDAS_CLASSES: frozenset[str] = frozenset(_PANDAS["classes"])
+PANDAS_CALLED: frozenset[str] = frozenset(_PANDAS["called"])
+PANDAS_FUNCTIONS: frozenset[str] = frozenset(_PANDAS["functions"])
+PANDAS_VALUES: frozenset[str] = frozenset(_PANDAS["values"])
+PANDAS_ALLOWED: frozenset[str] = PANDAS_CLASSES | PANDAS_FUNCTIONS | PANDAS_VALUES
+
 # -- callables that call or instantiate some of their positional arguments -------------------
 # ARGS_CHECKED (-1) asks the pickle machine to pass the call's constant arguments to
 # pickle_globals.check_reconstruct_args (it imports by name, or its safety depends on them).
@@ -307,6 +360,9 @@ ARG_CALLABLES: dict[str, tuple[int, ...]] = {
     "copyreg.__newobj__": (0,),  # cls.__new__(cls, *args)
     "copyreg.__newobj_ex__": (0,),
     "collections.defaultdict": (0,),  # the default factory is called on a missing key
+    "pandas.core.indexes.base._new_Index": (0,),  # cls.__new__(cls, **d)
+    "pandas.core.indexes.datetimes._new_DatetimeIndex": (0,),
+    "pandas.core.indexes.interval._new_IntervalIndex": (0,),
     "functools.partial": (0,),  # partial(func, ...) calls func when it is called
     "torch._tensor._rebuild_from_type": (0, 1),  # func(*args), then .as_subclass(type)
     "torch._tensor._rebuild_from_type_v2": (0, 1),
@@ -324,41 +380,5 @@ ARG_CALLABLES: dict[str, tuple[int, ...]] = {
     "sklearn.metrics._dist_metrics.newObj": (0,),
     "_codecs.encode": (ARGS_CHECKED,),  # the codec is looked up by name: latin-1 only
 }
-
-# -- scikit-learn class rule -----------------------------------------------------------------
-# Any ``sklearn.<module>.<Name>`` whose name is a CamelCase class-like identifier is admitted
-# (enumerating every estimator of every version is brittle) EXCEPT:
-#   * modules that fetch data, run processes or only serve tests (below);
-#   * names that sklearn modules re-export from elsewhere and that act on files, processes,
-#     threads, the network or create classes (found by walking sklearn 1.9 at development
-#     time: every uppercase module attribute whose ``__module__`` is not sklearn's).
-# Lowercase names (functions: ``sklearn.datasets.fetch_*``) never match the rule.
-
-SKLEARN_DENY_MODULES: tuple[str, ...] = (
-    "sklearn.datasets",
-    "sklearn.callback",
-    "sklearn.externals",
-    "sklearn.experimental",
-    "sklearn.utils._testing",
-    "sklearn.utils.estimator_checks",
-    "sklearn.utils.parallel",
-    "sklearn.utils.discovery",
-    "sklearn.utils._show_versions",
-    "sklearn.utils._repr_html",
-    "sklearn.utils.fixes",
-    "sklearn._build_utils",
-    "sklearn.conftest",
-    "sklearn.__check_build",
-)
-SKLEARN_DENY_COMPONENTS = frozenset({"tests", "conftest", "_testing"})
-SKLEARN_DENY_NAMES = frozenset(
-    {
-        "ABC", "ABCMeta", "Any", "BarColumn", "BytesIO", "CalledProcessError", "Callable",
-        "Client", "Connection", "Enum", "EnumMeta", "EnumType", "Generator", "GzipFile",
-        "HTTPError", "Listener", "Memory", "MethodType", "NamedTemporaryFile", "NamedTuple",
-        "Parallel", "Path", "PathLike", "Pool", "Popen", "Process", "Progress", "Protocol",
-        "Queue", "Request", "SkipTest", "StringIO", "Style", "TemporaryDirectory",
-        "TextColumn", "Thread", "ThreadPoolExecutor", "ProcessPoolExecutor",
-        "ThreadpoolController", "TimeRemainingColumn", "TimeoutExpired", "URLError",
-    }
-)  # fmt: skip
+ARG_CALLABLES.update(dict.fromkeys(SKLEARN_PYX, (0,)))  # __pyx_unpickle_X(cls, ...)
+ARG_CALLABLES.update({n: (0,) for n in PANDAS_FUNCTIONS if "__pyx_unpickle_" in n})

@@ -48,7 +48,7 @@ DANGEROUS_MODULES: dict[str, str] = {
     **_tree(CODE, "torch._dynamo torch.fx torch.compiler torch.utils.collect_env"),
     **_tree(CODE, "torch.utils.bottleneck torch.utils.cpp_extension torch.testing._internal"),
     **_tree(CODE, "torch.utils._config_module torch._export torch.export"),
-    **_tree(CODE, "transformers.dynamic_module_utils mlflow"),
+    **_tree(CODE, "transformers.dynamic_module_utils mlflow hydra.utils hydra._internal"),
     **_tree(IMPORT, "importlib _frozen_importlib _frozen_importlib_external _imp imp"),
     **_tree(IMPORT, "zipimport site sitecustomize usercustomize pkgutil inspect modulefinder"),
     **_tree(IMPORT, "pkg_resources importlib_metadata importlib_resources torch.package"),
@@ -62,7 +62,8 @@ DANGEROUS_MODULES: dict[str, str] = {
     **_tree(NETWORK, "urllib urllib2 urllib3 requests httpx aiohttp ftplib poplib imaplib"),
     **_tree(NETWORK, "smtplib nntplib telnetlib xmlrpc wsgiref huggingface_hub"),
     **_tree(NETWORK, "torch.distributed.rpc torch.distributed.elastic torch.utils.model_zoo"),
-    **_tree(NETWORK, "numpy.lib._datasource transformers.utils.hub pandas.io"),
+    **_tree(NETWORK, "numpy.lib._datasource transformers.utils.hub pandas.io datasets.load"),
+    **_tree(NETWORK, "torchvision.datasets torchaudio.datasets keras.utils.file_utils"),
     **_tree(FILES, "shutil tempfile glob fileinput filecmp linecache tarfile zipfile gzip"),
     **_tree(FILES, "bz2 lzma dbm sqlite3 _sqlite3 logging wave aifc sunau imghdr sndhdr"),
     **_tree(FILES, "mimetypes netrc mailbox mailcap uu binhex posixpath ntpath genericpath"),
@@ -216,6 +217,19 @@ DANGEROUS_LEAVES: dict[str, str] = {
     "import_module": IMPORT,
     "__import__": IMPORT,
     "load_library": FFI,
+    "load_url": NETWORK,
+    "get_file": NETWORK,
+    "fromfile": FILES,
+    "from_file": FILES,
+    "memmap": FILES,
+    "loadtxt": FILES,
+    "genfromtxt": FILES,
+    "fromregex": FILES,
+    "loadmat": FILES,
+    "get_class": IMPORT,
+    "get_method": IMPORT,
+    "get_object": IMPORT,
+    "instantiate": IMPORT,
     "exec_module": IMPORT,
     "load_module": IMPORT,
     "run_path": CODE,
@@ -242,6 +256,39 @@ DANGEROUS_LEAVES: dict[str, str] = {
     "rmtree": FILES,
     "unlink": FILES,
 }
+
+# Leaf-name families: any component starting or ending like this loads, reads, downloads or
+# imports something named by its arguments (``load_url``, ``load_state_dict_from_url``,
+# ``read_csv``, ``download_url_to_file``, ``import_class_by_path``, ``restore_from``,
+# ``load_from_checkpoint``). Only names not on the allowlist reach this check, and those are
+# unknown (HIGH) anyway: the family only names the danger.
+DANGEROUS_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("load_", NESTED),
+    ("loads_", NESTED),
+    ("read_", FILES),
+    ("download", NETWORK),
+    ("fetch_", NETWORK),
+    ("hf_hub_", NETWORK),
+    ("snapshot_", NETWORK),
+    ("import_", IMPORT),
+    ("restore_", NESTED),
+    ("unpickle", NESTED),
+    ("deserialize", NESTED),
+    ("from_pretrained", NETWORK),
+)
+DANGEROUS_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("_load", NESTED),
+    ("_loads", NESTED),
+    ("_download", NETWORK),
+    ("_from_url", NETWORK),
+    ("_from_hub", NETWORK),
+    ("_from_file", FILES),
+    ("_from_path", FILES),
+    ("_from_checkpoint", NESTED),
+    ("_from_json", NESTED),
+    ("_from_yaml", NESTED),
+    ("fromfile", FILES),
+)
 
 # Callables that import the module and attribute named by their (string) arguments.
 IMPORTS_BY_NAME = frozenset({"numpy.core._ufunc_reconstruct", "numpy._core._ufunc_reconstruct"})

@@ -1,31 +1,46 @@
-"""Verdicts for pickle globals: allowlisted, dangerous, unknown, or admitted by policy.
+"""Verdicts for pickle globals and config targets: allowlisted, dangerous, unknown, or policy.
 
 The pickle machine calls :func:`classify_global` for every ``GLOBAL``/``INST``/``STACK_GLOBAL``
-it resolves. The decision is pure and cheap (a few set lookups); nothing named here is ever
-imported. Order of the checks, first match wins:
+it resolves, the restricted unpickler for every ``find_class``, and the config scanner (through
+:func:`classify_target`) for every Hydra/NeMo ``_target_`` and Lightning ``class_path``: one
+classifier for every callable a model file can name. The decision is pure and cheap (a few set
+lookups); nothing named here is ever imported. Order of the checks, first match wins:
 
 1. exact known-dangerous ``module.qualname`` -> CRITICAL;
-2. exact allowlist (:mod:`modelcrate.scan.pickle_allowlist`) -> INFO;
+2. exact allowlist (:mod:`modelcrate.scan.pickle_allowlist`: fixed tiers, plus the
+   scikit-learn classes and pandas globals of its data files) -> INFO, with the entry's
+   :class:`~modelcrate.scan.callables.Spec` (how it may be used: :mod:`pickle_specs`);
 3. numpy's ufunc reconstructor, which imports by name -> CRITICAL until its constant
    arguments are checked with :func:`check_reconstruct_args`;
 4. a name that is not a plain dotted identifier -> HIGH;
 5. a dangerous module tree, reached through the module or through the leading attribute
    components of a dotted name (``torch`` + ``jit.load``) -> CRITICAL;
 6. a dunder component, a component naming a dangerous module (``pathlib`` + ``os.system``) or
-   a loader/shell leaf name (``*.load``, ``*.system``) -> CRITICAL;
-7. a scikit-learn class, admitted by rule -> INFO;
-8. the user's policy -> INFO (never reached for anything above: dangerous wins);
-9. anything else -> HIGH ("unknown"): unknown code is not admitted by default.
+   a loader/downloader/reader/shell leaf name (``*.load``, ``*.from_pretrained``,
+   ``*.fromfile``, ``*.load_library``, ``*.system``) -> CRITICAL;
+7. the user's policy -> INFO (never reached for anything above: dangerous wins);
+8. anything else -> HIGH ("unknown"): unknown code is not admitted by default.
 
 Dotted qualnames are resolved by pickle as a ``getattr`` chain, so they are admitted only when
-the exact dotted name is allowlisted (or listed exactly in the policy).
+the exact dotted name is allowlisted (or listed exactly in the policy). A config target has no
+module/qualname split: Hydra's ``_locate`` imports the first component and walks attributes,
+importing submodules as it goes, so :func:`classify_target` judges every split and keeps the
+worst, except that one exactly allowlisted split makes the unknown readings of the others moot.
 
 Decisions worth knowing:
 
+* an allowlisted name is not a blank cheque: its spec says whether it may be called or only
+  referenced, what it returns and which argument bounds hold (``bytearray(10**12)``,
+  ``Fraction("1e999999999")`` and ``logging.getLogger`` are refused by the pickle machine and
+  the restricted unpickler alike; see :mod:`modelcrate.scan.callables`);
 * ``functools.partial`` is allowlisted with ``arg_callables=(0,)``: a partial is only called by
   the application later, and it is exactly as safe as its target, which the pickle machine
   must find allowlisted (``partial(os.system, ...)`` still reports ``os.system`` as CRITICAL).
   The rest of ``functools`` (``reduce`` calls at load time) is denied.
+* ``torch.storage._load_from_bytes`` (how ``pickle.dumps`` of a tensor stores its storage) is
+  CRITICAL by name; the pickle machine judges a call of it by what it deserializes when that
+  is a literal the scan fully analysed (see :data:`NESTED_LITERAL_LOADERS`). ``pickle.loads``
+  of a literal stays CRITICAL: no library's save call writes it.
 * numpy's ``_ufunc_reconstruct`` (numpy < 2 pickles of ufuncs) and ``_codecs.encode`` carry
   :data:`ARGS_CHECKED`: the machine passes their constant arguments to
   :func:`check_reconstruct_args`.
@@ -40,6 +55,7 @@ from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from modelcrate.scan.callables import Spec
 from modelcrate.scan.findings import Severity
 from modelcrate.scan.pickle_allowlist import (
     ARG_CALLABLES,
@@ -47,9 +63,9 @@ from modelcrate.scan.pickle_allowlist import (
     HF_ALLOWED,
     ML_LIBS_ALLOWED,
     NUMPY_ALLOWED,
-    SKLEARN_DENY_COMPONENTS,
-    SKLEARN_DENY_MODULES,
-    SKLEARN_DENY_NAMES,
+    PANDAS_ALLOWED,
+    SKLEARN_CLASSES,
+    SKLEARN_PYX,
     STDLIB_ALLOWED,
     TORCH_ALLOWED,
 )
@@ -59,19 +75,32 @@ from modelcrate.scan.pickle_denylist import (
     DANGEROUS_LEAVES,
     DANGEROUS_MODULES,
     DANGEROUS_NAMES,
+    DANGEROUS_PREFIXES,
+    DANGEROUS_SUFFIXES,
     IMPORTS_BY_NAME,
     RESOLVER,
     SAFE_CODECS,
 )
+from modelcrate.scan.pickle_specs import SPECS
 from modelcrate.scan.policy import Policy
 
 __all__ = [
     "ARGS_CHECKED",
+    "NESTED_LITERAL_LOADERS",
     "GlobalVerdict",
     "check_reconstruct_args",
     "classify_global",
+    "classify_target",
     "normalize",
 ]
+
+# Loaders that libraries' own save calls write with a literal argument: pickle.dumps of a
+# tensor stores its storage as torch.storage._load_from_bytes(b'<legacy torch.save bytes>').
+# A call with one exact literal the scan fully analysed is judged by what that literal holds.
+# Every other nested loader stays CRITICAL: pickle.loads/dill.loads/... of a literal is never
+# what a library writes, only a way to hide a payload from name-based scanners (the peers'
+# corpora count it as malicious), and pickle.load/joblib.load/torch.load take files or paths.
+NESTED_LITERAL_LOADERS = frozenset({("torch.storage", "_load_from_bytes")})
 
 ALLOWLISTED = "allowlisted"
 DANGEROUS = "dangerous"
@@ -87,6 +116,9 @@ _TIERS: tuple[tuple[frozenset[str], str], ...] = (
     (TORCH_ALLOWED, "PyTorch tensor/storage/layer type"),
     (NUMPY_ALLOWED, "NumPy array/dtype/RNG reconstruction"),
     (ML_LIBS_ALLOWED, "scikit-learn/scipy/joblib/xgboost/lightgbm internals"),
+    (SKLEARN_CLASSES, "scikit-learn class"),
+    (SKLEARN_PYX, "scikit-learn Cython unpickle helper"),
+    (PANDAS_ALLOWED, "pandas data structure, dtype or reconstructor"),
     (STDLIB_ALLOWED, "inert standard-library value type"),
     (HF_ALLOWED, "Hugging Face training-arguments dataclass or enum"),
 )
@@ -108,6 +140,7 @@ class GlobalVerdict:
     reason: str
     category: str  # "allowlisted" | "dangerous" | "unknown" | "policy"
     arg_callables: tuple[int, ...] = ()
+    spec: Spec | None = None  # allowlisted entries: how they may be used
 
 
 def normalize(module: str, name: str) -> tuple[str, str]:
@@ -222,8 +255,12 @@ def check_reconstruct_args(
 
 
 @functools.lru_cache(maxsize=8192)
-def _classify_static(m: str, n: str) -> GlobalVerdict | None:
-    """Steps 1-7 (everything that does not depend on the policy); ``None`` = not decided."""
+def _classify_static(m: str, n: str, leaf_only: bool = False) -> GlobalVerdict | None:
+    """Steps 1-6 (everything that does not depend on the policy); ``None`` = not decided.
+
+    ``leaf_only``: judge loader/reader leaf names on the last component only (config targets,
+    whose other components may be submodules reached as attributes: ``sklearn.pipeline``).
+    """
     full = f"{m}.{n}"
     low = full.lower()
     why = DANGEROUS_NAMES.get(low)
@@ -232,7 +269,11 @@ def _classify_static(m: str, n: str) -> GlobalVerdict | None:
     tier = _ALLOWED.get(full)
     if tier is not None:
         return GlobalVerdict(
-            Severity.INFO, f"allowlisted ({tier}): {full}", ALLOWLISTED, ARG_CALLABLES.get(full, ())
+            Severity.INFO,
+            f"allowlisted ({tier}): {full}",
+            ALLOWLISTED,
+            ARG_CALLABLES.get(full, ()),
+            SPECS[full],
         )
     if full in IMPORTS_BY_NAME:
         return GlobalVerdict(
@@ -241,6 +282,7 @@ def _classify_static(m: str, n: str) -> GlobalVerdict | None:
             "arguments; admitted only when they are constants naming an allowlisted global",
             DANGEROUS,
             (ARGS_CHECKED,),
+            SPECS[full],
         )
     parts = n.split(".")
     if not _well_formed(m, parts):
@@ -258,20 +300,83 @@ def _classify_static(m: str, n: str) -> GlobalVerdict | None:
             return _dangerous(
                 why, full, "" if i <= m.count(".") + 1 else f"the attribute path {via}"
             )
-    for part in parts:
+    for idx, part in enumerate(parts):
         if len(part) > 4 and part.startswith("__") and part.endswith("__"):
             kind = "an interpreter-internals" if part in DANGEROUS_DUNDERS else "a"
             return _dangerous(RESOLVER, full, f"{kind} dunder attribute {part}")
         if part in DANGEROUS_COMPONENTS:  # attributes: getattr is case-sensitive
             return _dangerous(RESOLVER, full, f"the attribute {part!r}, which names a module")
-        why = DANGEROUS_LEAVES.get(part)
+        if leaf_only and idx < len(parts) - 1:
+            continue
+        why = _leaf_danger(part)
         if why is not None:
             return _dangerous(why, full, f"the name {part!r}")
-    if len(parts) == 1:
-        sk = _sklearn_class(m, n)
-        if sk is not None:
-            return sk
     return None
+
+
+def _leaf_danger(part: str) -> str | None:
+    """Loader, reader, downloader, importer and shell names: exact, then by family."""
+    why = DANGEROUS_LEAVES.get(part)
+    if why is not None:
+        return why
+    low = part.lower()
+    for prefix, reason in DANGEROUS_PREFIXES:
+        if low.startswith(prefix):
+            return reason
+    for suffix, reason in DANGEROUS_SUFFIXES:
+        if low.endswith(suffix):
+            return reason
+    return None
+
+
+def classify_target(target: str, policy: Policy | None = None) -> GlobalVerdict:
+    """The verdict for a config's ``_target_``/``class_path`` (``pkg.mod.Class.method``).
+
+    Hydra's ``_locate`` imports the first component and then walks attributes, importing a
+    submodule when an attribute is missing, so any split into module + qualname may be what
+    runs: a dangerous reading of any split is CRITICAL; otherwise the target is INFO only when
+    a split is exactly on the allowlist (or in the policy) and may be called, as instantiate
+    will; anything else is HIGH. ``module:attr`` is read as ``module.attr``.
+    """
+    name = target.strip().replace(":", ".")
+    parts = name.split(".")
+    if not name or not all(p.isascii() and p.isidentifier() for p in parts):
+        return GlobalVerdict(
+            Severity.HIGH,
+            f"malformed target {target!r}: not a dotted Python name, so it cannot be checked",
+            UNKNOWN,
+        )
+    if len(parts) == 1:  # a bare module: importing it runs its code
+        why = DANGEROUS_MODULES.get(name.lower())
+        if why is not None:
+            return _dangerous(why, name)
+        return GlobalVerdict(
+            Severity.HIGH, f"{name} names a module, which instantiate imports", UNKNOWN
+        )
+    admitted: GlobalVerdict | None = None
+    unknown: GlobalVerdict | None = None
+    for i in range(len(parts) - 1, 0, -1):  # the longest module first, as jsonargparse reads it
+        m, n = normalize(".".join(parts[:i]), ".".join(parts[i:]))
+        v = _classify_static(m, n, True)
+        if v is not None and v.severity == Severity.CRITICAL:
+            return v
+        if v is None and policy is not None and _policy_allows(policy, m, n):
+            v = GlobalVerdict(Severity.INFO, f"admitted by the scan policy: {m}.{n}", POLICY)
+        if v is not None and v.severity == Severity.INFO:
+            admitted = admitted or v
+        elif unknown is None:
+            unknown = v or _unknown(m, n)
+    if admitted is not None:
+        spec = admitted.spec
+        if spec is not None and spec.call is None:
+            return GlobalVerdict(
+                Severity.HIGH,
+                f"{name} is allowlisted only to be referenced or rebuilt by pickles "
+                f"({admitted.reason}); instantiate would call it",
+                UNKNOWN,
+            )
+        return admitted
+    return unknown or _unknown(".".join(parts[:-1]), parts[-1])
 
 
 def _dangerous(why: str, full: str, via: str = "") -> GlobalVerdict:
@@ -301,26 +406,3 @@ def _policy_allows(policy: Policy, m: str, n: str) -> bool:
     if "." in n:  # a dotted name needs an exact entry, never a module prefix
         return f"{m}.{n}" in policy.allow_globals
     return policy.allows_global(m, n)
-
-
-def _sklearn_class(m: str, n: str) -> GlobalVerdict | None:
-    """scikit-learn classes by rule: CamelCase names in sklearn modules, minus the deny sets."""
-    if not (m == "sklearn" or m.startswith("sklearn.")):
-        return None
-    if any(m == d or m.startswith(d + ".") for d in SKLEARN_DENY_MODULES):
-        return None
-    if any(c in SKLEARN_DENY_COMPONENTS for c in m.split(".")):
-        return None
-    if n.startswith("__pyx_unpickle_"):  # Cython helper: cls.__new__(cls) + state
-        return GlobalVerdict(
-            Severity.INFO,
-            f"allowlisted (scikit-learn Cython unpickle helper): {m}.{n}",
-            ALLOWLISTED,
-            (0,),
-        )
-    bare = n[1:] if n.startswith("_") else n
-    if not bare[:1].isupper() or n.startswith("__") or n in SKLEARN_DENY_NAMES:
-        return None
-    return GlobalVerdict(
-        Severity.INFO, f"allowlisted (scikit-learn class, by rule): {m}.{n}", ALLOWLISTED
-    )

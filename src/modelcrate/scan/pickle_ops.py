@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["Opcodes"]
 
 _BIG = 65_536  # longer literals stay in the blob as Opaque("blob", (start, length))
+_STORAGE_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+    "BoolStorage": 1, "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1,
+    "QUInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1,
+}  # fmt: skip
 _HIGHEST_PROTOCOL = 5
 _MAGIC_SLOTS = 1 << 31  # sanity cap for memo indices
 
@@ -60,7 +66,8 @@ class Opcodes:
         def _weight(self, items: list[object] | tuple[object, ...], value: object) -> None: ...
         def _grow(self, value: object, total: int) -> None: ...
         def _global(self, module: str, name: str) -> Global: ...
-        def _call(self, callee: object, args: object, kind: str) -> Call: ...
+        def _call(self, callee: object, args: object, kind: str, kwargs: object = None) -> Call: ...
+        def _mutation(self, target: object, opname: str, state: object = None) -> None: ...
         def _joblib_array(self, wrapper: Call) -> None: ...
 
     # stack and control
@@ -273,33 +280,13 @@ class Opcodes:
             self._grow(target, w.get(id(target), 1) + add)
 
     def _mutate(self, target: object, opname: str) -> None:
-        """APPEND/SETITEM/ADDITEMS on something that is not a fresh literal container."""
-        if type(target) is Global:
-            self.sink.issue(
-                Severity.CRITICAL,
-                "pickle.attribute-injection",
-                f"{opname} modifies the module-level object {target.module}.{target.name}",
-                self.op_offset,
-                why="changing module state while loading can redirect later imports or calls",
-                symbol=f"{target.module}.{target.name}",
-            )
-        elif type(target) is Call:
-            callee = target.callee
-            if (
-                type(callee) is Global
-                and callee.module.startswith("torch")
-                and "_rebuild" in callee.name
-            ):
-                self.sink.issue(
-                    Severity.HIGH,
-                    "pickle.call",
-                    f"{opname} on a tensor rebuilt by {callee.module}.{callee.name}",
-                    self.op_offset,
-                    why="item assignment on tensors corrupts memory in torch<2.10 (CVE-2026-24747)",
-                    symbol=f"{callee.module}.{callee.name}",
-                )
-        elif type(target) is not Opaque:
-            raise MachineError(f"{opname} on a {type(target).__name__} value", self.op_offset)
+        """APPEND/SETITEM/ADDITEMS on something that is not a literal container."""
+        t = type(target)
+        if t is Global or t is Call or t is Opaque:
+            if not self.sink.probe:
+                self._mutation(target, opname)
+            return
+        raise MachineError(f"{opname} on a {t.__name__} value", self.op_offset)
 
     def op_append(self) -> None:
         value = self._pop()
@@ -412,32 +399,26 @@ class Opcodes:
         kwargs = self._pop()
         args = self._pop()
         cls = self._pop()
-        call = self._call(cls, args, "NEWOBJ_EX")
+        call = self._call(cls, args, "NEWOBJ_EX", kwargs)
         call.state = kwargs  # kept for reporting; NEWOBJ_EX's kwargs are not set by BUILD
         self.stack.append(call)
 
     def op_build(self) -> None:
         state = self._pop()
         obj = self._top()
-        if type(obj) is Call:
-            obj.state = state
-            if self.joblib and not self.sink.probe and _is_array_wrapper(obj):
-                self._joblib_array(obj)
-            return
-        if type(obj) is Global:
+        t = type(obj)
+        if t is Call:
+            obj.state = state  # type: ignore[attr-defined]
             if not self.sink.probe:
-                self.sink.issue(
-                    Severity.CRITICAL,
-                    "pickle.attribute-injection",
-                    f"BUILD sets attributes of the module-level object {obj.module}.{obj.name}",
-                    self.op_offset,
-                    why="a legitimate pickle only builds objects it created; setting attributes "
-                    "on a class or function changes code other callers run",
-                    symbol=f"{obj.module}.{obj.name}",
-                )
+                self._mutation(obj, "BUILD", state)
+                if self.joblib and _is_array_wrapper(obj):  # type: ignore[arg-type]
+                    self._joblib_array(obj)  # type: ignore[arg-type]
             return
-        if type(obj) is not Opaque:
-            raise MachineError(f"BUILD on a {type(obj).__name__} value", self.op_offset)
+        if t is Global or t is Opaque:
+            if not self.sink.probe:
+                self._mutation(obj, "BUILD")
+            return
+        raise MachineError(f"BUILD on a {t.__name__} value", self.op_offset)
 
     def op_persid(self) -> None:
         pid = self._readline().decode("ascii")
@@ -452,6 +433,8 @@ class Opcodes:
             self.stack.append(pid[1])
             return
         ok = (type(pid) is tuple and pid and pid[0] == "storage") or type(pid) is int
+        if ok and type(pid) is tuple and self.sink.storage_limit is not None:
+            self._storage_size(pid)
         if not ok and not self.sink.probe:
             self.sink.issue(
                 Severity.MEDIUM,
@@ -461,6 +444,25 @@ class Opcodes:
                 why="torch only emits ('storage', ...) ids; other ids reach application code",
             )
         self.stack.append(Opaque("persistent", pid, self.op_offset))
+
+    def _storage_size(self, pid: tuple[object, ...]) -> None:
+        """Legacy torch.load allocates ``numel`` elements per storage id before it reads the
+        data, which follows in the same file: a storage larger than the file is forged."""
+        limit = self.sink.storage_limit or 0
+        numel = pid[4] if len(pid) >= 5 else None
+        cls = pid[1]
+        size = _STORAGE_SIZES.get(cls.name, 1) if type(cls) is Global else 1
+        if type(numel) is int and 0 <= numel * size <= limit:
+            return
+        self.sink.issue(
+            Severity.HIGH,
+            "pickle.call",
+            f"a legacy torch storage claims {numel} elements of {size} bytes, more than the "
+            f"{limit} bytes of its file",
+            self.op_offset,
+            why="torch.load allocates the storage before reading its data",
+            symbol=describe(cls),
+        )
 
     def _ext(self, code: int) -> None:
         if code <= 0:

@@ -2,7 +2,10 @@
 
 Runs :class:`~modelcrate.scan.pickle_vm.Machine` over the bytes (never unpickles) and turns
 what it saw into findings: one per distinct global per stream (with a count and how it was
-called), one per unsafe call or stream defect.
+called), one per unsafe call or stream defect. Literals given to pickle loaders are scanned as
+nested pickles; a call of ``torch.storage._load_from_bytes`` (how ``pickle.dumps`` stores a
+tensor's storage) with one exact literal that was fully analysed is judged by what that
+literal holds, any other nested load stays HIGH or above.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from modelcrate.scan.context import Blob, ScanContext
 from modelcrate.scan.findings import Location, Severity
 from modelcrate.scan.limits import Limits
 from modelcrate.scan.pickle_globals import GlobalVerdict
-from modelcrate.scan.pickle_vm import Issue, Machine, Mode, Sink
+from modelcrate.scan.pickle_vm import NESTED, Issue, Machine, Mode, Sink
 from modelcrate.scan.policy import Policy
 
 __all__ = ["looks_like_pickle", "scan_pickle"]
@@ -22,8 +25,15 @@ _LEGACY_PICKLES = 5  # magic, protocol, sys_info, object, storage keys; raw stor
 _PROBE_BYTES = 65_536
 _PROBE_OPS = 64
 
+# formats whose nested scan is complete enough to judge a loader call by (pickle_vm.NESTED)
+_JUDGED_FORMATS = frozenset({"pickle", "pytorch-legacy"})
+_INCOMPLETE = frozenset(
+    {"limits.exceeded", "archive.bomb", "pickle.expansion", "pickle.malformed", "format.unknown"}
+)
+
 _WHY = {
     "allowlisted": "on the built-in allowlist of data types and tensor rebuild functions",
+    NESTED: "it deserializes a literal in the file, which was scanned in full",
     "policy": "admitted by the scan policy",
     "dangerous": "a loader resolving or calling it can run code or reach the system",
     "unknown": "not on the allowlist: the loader imports it and may call it; "
@@ -51,7 +61,10 @@ def scan_pickle(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str 
                 loc.at(pos),
             )
             break
-        sink, machine = _run_stream(data, pos, ctx, verdicts)
+        # legacy torch files: the object pickle (after magic, protocol and sys_info) names
+        # storages whose data follows in the same file
+        storages = n if legacy and count >= 2 else None
+        sink, machine = _run_stream(data, pos, ctx, verdicts, storages)
         _report(sink, machine, loc, ctx, depth, trailing=count > 0)
         count += 1
         joblib = joblib or sink.joblib
@@ -87,13 +100,19 @@ def scan_pickle(data: Blob, loc: Location, ctx: ScanContext, depth: int) -> str 
 
 
 def _run_stream(
-    data: Blob, start: int, ctx: ScanContext, verdicts: dict[tuple[str, str], GlobalVerdict]
+    data: Blob,
+    start: int,
+    ctx: ScanContext,
+    verdicts: dict[tuple[str, str], GlobalVerdict],
+    storage_limit: int | None = None,
 ) -> tuple[Sink, Machine]:
     """Run one pickle; when frames are violated, run the C file reader's reading as well."""
     sink = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
+    sink.storage_limit = storage_limit
     machine = Machine(data, start, sink).run()
     if sink.frame_violation:
         alt = Sink(ctx.limits, ctx.policy, verdicts, dialect=ctx.pickle_dialect)
+        alt.storage_limit = storage_limit
         alt_machine = Machine(data, start, alt, mode=Mode.CFILE).run()
         _merge(sink, alt)
         if alt_machine.error is not None and machine.error is None:
@@ -133,9 +152,12 @@ def _report(
     *,
     trailing: bool,
 ) -> None:
+    judged = _report_nested(sink, loc, ctx, depth)
     for use in sink.uses.values():
         verdict = use.effective
         symbol = f"{use.module}.{use.name}"
+        if verdict.category == NESTED and not judged.get(symbol, False):
+            verdict = use.verdict  # a literal it was given could not be fully analysed
         message = f"imports {symbol}: {verdict.reason}"
         if use.calls:
             message += f" and calls it via {'/'.join(use.calls)}"
@@ -177,19 +199,53 @@ def _report(
             if substantive
             else "bytes after the last complete pickle look like a pickle but do not parse",
         )
+
+
+def _report_nested(sink: Sink, loc: Location, ctx: ScanContext, depth: int) -> dict[str, bool]:
+    """Scan every literal given to a pickle loader; judge each call by what its literal holds.
+
+    Returns, per loader, whether every literal it was given was exact and fully analysed
+    (parsed to the end as a pickle or legacy torch file, no limit reached): then the call is
+    as safe as those literals, whose own findings are reported where they are. Anything else
+    (a literal cut at the size limit, text instead of bytes, another format, a parse error)
+    keeps the call at HIGH or above.
+    """
+    judged: dict[str, bool] = {}
     for nested in sink.nested:
+        start = len(ctx.findings)
+        fmt = ctx.scan_blob(
+            nested.data, loc.child(f"pickle@{nested.offset}"), depth + 1, name="nested.pkl"
+        )
+        found = ctx.findings[start:]
+        worst = max((f.severity for f in found), default=Severity.INFO)
+        analysed = (
+            nested.judged
+            and fmt in _JUDGED_FORMATS
+            and not any(f.rule_id in _INCOMPLETE for f in found)
+        )
+        judged[nested.via] = judged.get(nested.via, True) and analysed
+        if analysed:
+            severity = worst
+            why = (
+                "the literal was scanned in full; the call is as safe as what it holds, "
+                "whose findings are listed under this location"
+            )
+        else:
+            severity = max(worst, Severity.HIGH)
+            why = (
+                "a pickle that unpickles another pickle hides its payload from name-based "
+                "scanners; this literal could not be analysed in full, so the call is not admitted"
+            )
         ctx.add(
-            Severity.HIGH,
+            severity,
             "pickle.nested",
             f"{nested.via} is given a {len(nested.data)}-byte literal; "
             "it was scanned as a nested pickle",
             loc.at(nested.offset),
-            why="a pickle that unpickles another pickle hides its payload from name-based scanners",
+            why=why,
             symbol=nested.via,
         )
-        ctx.scan_blob(
-            nested.data, loc.child(f"pickle@{nested.offset}"), depth + 1, name="nested.pkl"
-        )
+    return judged
 
 
 def _add_issue(ctx: ScanContext, loc: Location, issue: Issue) -> None:

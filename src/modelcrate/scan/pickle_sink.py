@@ -2,7 +2,8 @@
 
 A :class:`Sink` gathers, over every run on one stream (nested object arrays share it), the
 findings (:class:`Issue`), each global's uses (:class:`GlobalUse`), pickles passed to loaders
-(:class:`Nested`) and limit hits. :class:`MachineError` and :class:`LimitHit` end a run; the
+(:class:`Nested`), limit hits and the allocation budget of
+:mod:`modelcrate.scan.callables`. :class:`MachineError` and :class:`LimitHit` end a run; the
 machine catches both, so neither escapes to callers.
 """
 
@@ -52,11 +53,17 @@ class GlobalUse:
 
 @dataclass(frozen=True, slots=True)
 class Nested:
-    """A literal passed to a loader of pickles (``pickle.loads(b'...')``): scan it too."""
+    """A literal passed to a loader of pickles (``pickle.loads(b'...')``): scan it too.
+
+    ``judged``: ``data`` is exactly what a loader that deserializes bytes
+    (:data:`~modelcrate.scan.pickle_globals.NESTED_LITERAL_LOADERS`) is given, so the call is
+    judged by what the nested scan finds in it.
+    """
 
     offset: int
     data: bytes
     via: str
+    judged: bool = False
 
 
 class MachineError(Exception):
@@ -93,6 +100,9 @@ class Sink:
     frame_violation: bool = False
     joblib: bool = False
     saw_global: bool = False
+    cost: int = 0  # items allocated by calls from numbers and computed sequences
+    over_budget: bool = False
+    storage_limit: int | None = None  # legacy torch: storages must fit in the file
 
     def issue(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
+from modelcrate.scan.callables import Out
 from modelcrate.scan.context import Blob
 
 __all__ = [
@@ -37,9 +38,12 @@ class Call:
     """The result of calling ``callee`` (REDUCE, INST, OBJ, NEWOBJ, NEWOBJ_EX).
 
     ``state`` is what a later BUILD passed to it. Mutable on purpose: BUILD updates it.
+    ``out`` and ``size`` are what :func:`~modelcrate.scan.callables.judge_call` said of the
+    result: whether later opcodes may modify it, and how many items it yields (``None``:
+    unknown).
     """
 
-    __slots__ = ("args", "callee", "kind", "offset", "state")
+    __slots__ = ("args", "callee", "kind", "offset", "out", "size", "state")
 
     def __init__(self, callee: object, args: object, kind: str, offset: int) -> None:
         self.callee = callee
@@ -47,6 +51,8 @@ class Call:
         self.kind = kind
         self.offset = offset
         self.state: object = None
+        self.out: Out = Out.VALUE
+        self.size: int | None = None
 
     def __repr__(self) -> str:
         return f"Call({describe(self.callee)}, {self.kind}@{self.offset})"
@@ -152,43 +158,78 @@ def is_nested_loader(module: str, name: str) -> bool:
     return (module, name) in _NESTED_LOADERS
 
 
-def bytes_of(value: object, data: Blob, cap: int, depth: int = 0) -> bytes | None:
+def bytes_of(value: object, data: Blob, cap: int, depth: int = 0) -> tuple[bytes, bool] | None:
     """The bytes a literal argument evaluates to, when that is knowable without running code.
 
     Handles bytes/str literals, long literals left in the blob, ``_codecs.encode(s, 'latin1')``
-    (how protocol 2 writes bytes), ``builtins.bytes(...)`` and base64 decoding.
+    (how protocol 2 writes bytes), ``builtins.bytes(...)`` and base64 decoding. The flag says
+    whether these are exactly the bytes a loader would be given: a bytes value, whole (not cut
+    at ``cap``); text and decoded forms are scanned but not exact.
     """
     if depth > 4:
         return None
-    if type(value) is bytes:
-        return value
-    if type(value) is str:
-        return value.encode("latin-1", "replace")
-    if type(value) is Opaque and value.kind == "blob" and isinstance(value.detail, tuple):
-        start, length, _kind = value.detail
-        return bytes(data[start : start + min(length, cap)])
-    if type(value) is not Call or type(value.callee) is not Global:
+    if isinstance(value, bytes):
+        return value, True
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace"), False
+    blob = _blob(value)
+    if blob is not None:
+        start, length, kind = blob
+        return bytes(data[start : start + min(length, cap)]), kind == "bytes" and length <= cap
+    if not isinstance(value, Call) or not isinstance(value.callee, Global):
         return None
     key = (value.callee.module, value.callee.name)
     args = value.args
     if type(args) is not tuple or not args:
         return None
-    if key in _ENCODERS and type(args[0]) is str:
+    if key in _ENCODERS:
         encoding = args[1] if len(args) > 1 and type(args[1]) is str else "utf-8"
+        text, whole = _text_of(args[0], data, cap)
+        if text is None:
+            return None
         try:
-            return args[0].encode(encoding)
+            return text.encode(encoding), whole
         except (LookupError, UnicodeError):
-            return args[0].encode("latin-1", "replace")
+            return text.encode("latin-1", "replace"), False
     if key in _BYTES_CTORS:
-        return bytes_of(args[0], data, cap, depth + 1)
+        inner = bytes_of(args[0], data, cap, depth + 1)
+        if inner is None:
+            return None
+        return inner[0], inner[1] and key == ("builtins", "bytes") and len(args) == 1
     if key in _B64:
         inner = bytes_of(args[0], data, cap, depth + 1)
         if inner is None:
             return None
         try:
-            return binascii.a2b_base64(inner.replace(b"-", b"+").replace(b"_", b"/"))
+            raw = inner[0].replace(b"-", b"+").replace(b"_", b"/")
+            return binascii.a2b_base64(raw), False
         except (binascii.Error, ValueError):
             return None
+    return None
+
+
+def _text_of(value: object, data: Blob, cap: int) -> tuple[str | None, bool]:
+    """A str literal (short, or left in the blob) and whether it is whole."""
+    if isinstance(value, str):
+        return value, True
+    blob = _blob(value)
+    if blob is None:
+        return None, False
+    start, length, kind = blob
+    raw = bytes(data[start : start + min(length, cap)])
+    if kind == "str":
+        return raw.decode("utf-8", "surrogatepass"), length <= cap
+    return raw.decode("latin-1"), length <= cap and kind == "py2str"
+
+
+def _blob(value: object) -> tuple[int, int, str] | None:
+    """``(start, length, kind)`` of a long literal left in the blob."""
+    if isinstance(value, Opaque) and value.kind == "blob":
+        detail = value.detail
+        if isinstance(detail, tuple) and len(detail) == 3:
+            start, length, kind = detail
+            if isinstance(start, int) and isinstance(length, int) and isinstance(kind, str):
+                return start, length, kind
     return None
 
 
@@ -196,6 +237,11 @@ def _dtype_info(dtype: object) -> tuple[int, bool] | None:
     """(itemsize, has_object) of a pickled ``numpy.dtype(...)`` call, from its args and state."""
     if type(dtype) is not Call or type(dtype.callee) is not Global:
         return None
+    if dtype.callee.name == "_convert_to_stringdtype_kwargs" and dtype.callee.module in (
+        "numpy._core._internal",
+        "numpy.core._internal",
+    ):
+        return 16, True  # numpy 2's StringDType: joblib writes its arrays as a nested pickle
     if dtype.callee.name != "dtype" or not dtype.callee.module.startswith("numpy"):
         return None
     args = dtype.args

@@ -14,6 +14,12 @@ empirically on CPython 3.11 with harmless globals):
 * ``CFILE``: the C unpickler reading a file without ``peek`` (``torch.load`` on a ``BytesIO``)
   drops the unread rest of the frame and reads the opcode's argument from the frame end.
 
+Every call of an allowlisted global is judged by its spec (:mod:`modelcrate.scan.callables`,
+the model the restricted unpickler enforces too): whether it may be called or instantiated at
+all, its argument bounds, and what it returns (a fresh object BUILD/SETITEM may fill, or a
+looked-up one they may not). The machine is the :class:`~modelcrate.scan.callables.Values`
+side that shows its symbolic values to those rules.
+
 The machine never raises on bad input: errors, limits and findings end up in a
 :class:`~modelcrate.scan.pickle_sink.Sink`. The opcode handlers are in
 :mod:`modelcrate.scan.pickle_ops`; what a run collects is in :mod:`modelcrate.scan.pickle_sink`.
@@ -26,10 +32,24 @@ import sys
 from collections.abc import Callable
 from itertools import repeat
 
+from modelcrate.scan.callables import (
+    MAX_TOTAL,
+    SAFE_CODECS,
+    How,
+    Kind,
+    Out,
+    Spec,
+    Tag,
+    View,
+    judge_call,
+    kept_state_problem,
+    mutation_problem,
+)
 from modelcrate.scan.context import Blob
 from modelcrate.scan.findings import Severity
 from modelcrate.scan.pickle_globals import (
     ARGS_CHECKED,
+    NESTED_LITERAL_LOADERS,
     GlobalVerdict,
     check_reconstruct_args,
     normalize,
@@ -73,6 +93,7 @@ class Mode(enum.Enum):
 
 
 _RECORDED = Severity.HIGH  # arg_callables must be globals whose verdict is below this
+NESTED = "nested"  # verdict category: judged by the nested literal's own scan (pickle_scan)
 
 
 class Machine(Opcodes):
@@ -283,7 +304,7 @@ class Machine(Opcodes):
             use.count += 1
         return Global(module, name, off)
 
-    def _call(self, callee: object, args: object, kind: str) -> Call:
+    def _call(self, callee: object, args: object, kind: str, kwargs: object = None) -> Call:
         off = self.op_offset
         call = Call(callee, args, kind, off)
         if self.sink.probe:
@@ -292,10 +313,15 @@ class Machine(Opcodes):
             use = self.sink.uses[(callee.module, callee.name)]
             if kind not in use.calls:
                 use.calls.append(kind)
-            if use.verdict.arg_callables:
-                self._check_arg_callables(callee, use.verdict, args, kind)
+            verdict = use.verdict
+            if verdict.arg_callables:
+                self._check_arg_callables(callee, verdict, args, kind)
             if type(args) is tuple and args:
                 self._maybe_nested(callee, args)
+            if verdict.spec is not None:
+                self._judge(call, callee, verdict.spec, kwargs)
+            else:  # unknown, dangerous (already reported) or trusted by the policy
+                call.out = Out.FRESH
         else:
             self.sink.issue(
                 Severity.HIGH,
@@ -309,6 +335,135 @@ class Machine(Opcodes):
         if type(args) is tuple:
             self._weight(args, call)
         return call
+
+    def _judge(self, call: Call, callee: Global, spec: Spec, kwargs: object) -> None:
+        """Apply the callable's spec (:mod:`modelcrate.scan.callables`) to this call."""
+        kind = call.kind
+        args = call.args
+        new = kind in ("NEWOBJ", "NEWOBJ_EX") or (
+            kind in ("INST", "OBJ") and args == () and spec.kind is Kind.CLASS
+        )
+        if not spec.rule and not spec.keeps:  # fast path: no argument to look at
+            out = spec.new if new else spec.call
+            if out is not None:
+                call.out = out
+                return
+        symbol = f"{callee.module}.{callee.name}"
+        j = judge_call(
+            View(Tag.GLOBAL, name=symbol, spec=spec),
+            args,
+            How.NEW if new else How.CALL,
+            self,
+            kwargs=kwargs,
+        )
+        call.out = j.out
+        call.size = j.size
+        sink = self.sink
+        if j.problem is not None:
+            sink.issue(
+                Severity.HIGH,
+                "pickle.call",
+                f"{j.problem} (via {kind})",
+                call.offset,
+                why="an allowlisted global is only admitted for what its library's own files "
+                "do with it; this use acts, allocates or reaches state while loading",
+                symbol=symbol,
+            )
+        elif j.cost:
+            sink.cost += j.cost
+            if sink.cost > MAX_TOTAL and not sink.over_budget:
+                sink.over_budget = True
+                sink.issue(
+                    Severity.HIGH,
+                    "pickle.call",
+                    f"calls made while loading allocate {sink.cost} items from numbers and "
+                    f"computed sequences (limit {MAX_TOTAL} per stream)",
+                    call.offset,
+                    why="a small pickle that allocates huge objects exhausts memory in the loader",
+                    symbol=symbol,
+                )
+
+    # -- the Values interface of modelcrate.scan.callables: symbolic values as rules see them
+
+    def view(self, value: object) -> View:
+        t = type(value)
+        if t is str or t is bytes:
+            return View(Tag.CONST, value, size=len(value))  # type: ignore[arg-type]
+        if value is None or t is int or t is bool or t is float:
+            return View(Tag.CONST, value)
+        if t is Global:
+            g: Global = value  # type: ignore[assignment]
+            v = self.sink.verdict(g.module, g.name)
+            return View(Tag.GLOBAL, name=f"{g.module}.{g.name}", spec=v.spec)
+        if t is Call:
+            c: Call = value  # type: ignore[assignment]
+            callee = c.callee
+            if type(callee) is not Global:
+                return View(Tag.MADE, name="a computed callable", out=c.out, size=c.size)
+            if callee.name == "encode" and callee.module == "_codecs":
+                folded = _encoded(c.args)
+                if folded is not None:
+                    return folded
+            return View(Tag.MADE, name=f"{callee.module}.{callee.name}", out=c.out, size=c.size)
+        if t is list or t is tuple:
+            return View(Tag.LITERAL, value, size=len(value))  # type: ignore[arg-type]
+        if t is SDict:
+            return View(Tag.LITERAL, value, size=len(value.pairs))  # type: ignore[attr-defined]
+        if t is SSet:
+            return View(Tag.LITERAL, value, size=len(value.items))  # type: ignore[attr-defined]
+        if t is Opaque and value.kind == "blob":  # type: ignore[attr-defined]
+            return View(Tag.CONST, None, size=value.detail[1])  # type: ignore[attr-defined]
+        return View(Tag.OTHER)
+
+    def items(self, value: object) -> list[object] | tuple[object, ...] | None:
+        if isinstance(value, list | tuple):
+            return value
+        if isinstance(value, SSet):
+            return value.items
+        return None
+
+    def entry(self, value: object, key: str) -> tuple[bool, object]:
+        if isinstance(value, SDict) and value.has(key):
+            return True, value.get(key)
+        return False, None
+
+    def members(self, value: object) -> list[object] | tuple[object, ...]:
+        if isinstance(value, SDict):
+            return [v for _, v in value.pairs]
+        return self.items(value) or ()
+
+    def _mutation(self, target: object, opname: str, state: object = None) -> None:
+        """BUILD/SETITEM/APPEND...: only on what the pickle built (literal or fresh)."""
+        if type(target) is Call and target.out is Out.FRESH:
+            callee = target.callee
+            if state is None or type(callee) is not Global:
+                return
+            spec = self.sink.verdict(callee.module, callee.name).spec
+            if spec is None or not spec.keeps:
+                return  # the common case: BUILD fills a fresh object
+        view = self.view(target)
+        found = mutation_problem(view, opname)
+        symbol = view.name or None
+        if found is None and view.tag is Tag.MADE and type(target) is Call and state is not None:
+            callee = target.callee
+            if type(callee) is Global:
+                spec = self.sink.verdict(callee.module, callee.name).spec
+                if spec is not None and spec.keeps:
+                    why = kept_state_problem(spec, state, self)
+                    if why is not None:
+                        found = (Severity.HIGH, f"{opname} on the result of {view.name}: {why}")
+        if found is None:
+            return
+        severity, message = found
+        self.sink.issue(
+            severity,
+            "pickle.attribute-injection" if severity >= Severity.CRITICAL else "pickle.call",
+            message,
+            self.op_offset,
+            why="a legitimate pickle only fills objects it created; changing other objects "
+            "changes state that code outside the file relies on",
+            symbol=symbol,
+        )
 
     def _check_arg_callables(
         self, callee: Global, verdict: GlobalVerdict, args: object, kind: str
@@ -366,16 +521,33 @@ class Machine(Opcodes):
 
     def _maybe_nested(self, callee: Global, args: tuple[object, ...]) -> None:
         via = f"{callee.module}.{callee.name}"
+        key = (callee.module, callee.name)
         if not is_nested_loader(callee.module, callee.name):
             first = args[0]
             if not (type(first) is Global and is_nested_loader(first.module, first.name)):
                 return
             via = f"{first.module}.{first.name}"
+            key = (first.module, first.name)
         cap = self.sink.limits.max_member_bytes
+        judged = key in NESTED_LITERAL_LOADERS and key == (callee.module, callee.name)
+        complete = False
         for arg in args:
-            blob = bytes_of(arg, self.data, cap)
-            if blob:
-                self.sink.nested.append(Nested(self.op_offset, blob, via))
+            found = bytes_of(arg, self.data, cap)
+            if found is not None and found[0]:
+                blob, exact = found
+                exact = exact and judged and len(args) == 1
+                self.sink.nested.append(Nested(self.op_offset, blob, via, exact))
+                complete = complete or exact
+        use = self.sink.uses[(callee.module, callee.name)]
+        if judged:  # judged by the literal once scanned (pickle_scan), else as dangerous
+            if not complete:
+                use.checked = use.verdict
+            elif use.checked is None:
+                use.checked = GlobalVerdict(
+                    Severity.INFO,
+                    f"{via} deserializes a literal in the file, scanned as a nested pickle",
+                    NESTED,
+                )
 
     # ------------------------------------------------------------------ run
 
@@ -497,3 +669,20 @@ def _build_dispatch() -> list[Callable[[Machine], None]]:
 
 
 _DISPATCH = _build_dispatch()
+
+
+def _encoded(args: object) -> View | None:
+    """``_codecs.encode(text, codec)`` with constant arguments: the bytes, as a loader sees them."""
+    if type(args) is not tuple or not 1 <= len(args) <= 2 or type(args[0]) is not str:
+        return None
+    codec = args[1] if len(args) == 2 else "utf-8"
+    if type(codec) is not str or codec.lower() not in SAFE_CODECS:
+        return None
+    text: str = args[0]
+    if len(text) > 256:  # long data: only its length matters to the rules
+        return View(Tag.CONST, None, size=len(text))
+    try:
+        data = text.encode(codec)
+    except UnicodeError:
+        return None
+    return View(Tag.CONST, data, size=len(data))

@@ -14,7 +14,7 @@ from modelcrate.cli import main
 from modelcrate.cli.crate_cmd import register
 from modelcrate.crate.store import Store
 from tests.crate.conftest import real_locks, seed_lock
-from tests.crate.helpers import FEATURES, hand_crate, snapshot
+from tests.crate.helpers import FEATURES, hand_crate, iris_onnx_bytes, snapshot
 
 __all__ = ["real_locks", "seed_lock"]  # fixtures shared with tests/crate
 
@@ -34,12 +34,19 @@ def crate_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
 
 
+@pytest.fixture(scope="module")
+def onnx_models() -> tuple[bytes, bytes, bytes]:
+    """Three real ONNX models (import re-scans the model files: they must be real)."""
+    return iris_onnx_bytes(c=1.0), iris_onnx_bytes(c=0.5), iris_onnx_bytes(c=0.25)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path, onnx_models: tuple[bytes, bytes, bytes]) -> Store:
     s = Store(tmp_path / "home")
-    hand_crate(s, "iris", b"model-one", created="2024-01-01T00:00:00Z")
-    hand_crate(s, "iris", b"model-two", created="2024-02-01T00:00:00Z")
-    hand_crate(s, "wine", b"model-three")
+    one, two, three = onnx_models
+    hand_crate(s, "iris", one, created="2024-01-01T00:00:00Z")
+    hand_crate(s, "iris", two, created="2024-02-01T00:00:00Z")
+    hand_crate(s, "wine", three)
     return s
 
 
@@ -112,12 +119,15 @@ def test_export_import(store: Store, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_import_tampered_is_exit_2_and_changes_nothing(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    onnx_models: tuple[bytes, bytes, bytes],
 ) -> None:
     a = tmp_path / "a.tar"
     assert main(["export", "wine", str(a)]) == 0
     data = bytearray(a.read_bytes())
-    at = data.index(b"model-three")
+    at = data.index(onnx_models[2][-64:]) + 10
     data[at] ^= 0x20
     a.write_bytes(bytes(data))
     before = snapshot(store.root)

@@ -17,6 +17,7 @@ from typing import Any
 from modelcrate.crate.signature import Signature
 from modelcrate.flavors.base import UnsupportedModelError
 from modelcrate.runtime.skops_runtime import FRAME_KEY, TRUSTED_KEY
+from modelcrate.runtime.skops_trust import refused_types, skops_needs
 from modelcrate.scan.findings import Severity
 from modelcrate.scan.pickle_globals import classify_global
 
@@ -28,7 +29,8 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def skops_artifact(
     model: Any, signature: Signature, *, path: str, reason: str
 ) -> tuple[bytes, Signature]:
-    """skops bytes of ``model`` and the signature that carries the trusted type list."""
+    """skops bytes of ``model`` and its signature, which names the types skops does not trust by
+    default (informational: serving recomputes trust from the allowlist)."""
     name = type(model).__name__
     from modelcrate.flavors.sklearn import walk
 
@@ -39,6 +41,7 @@ def skops_artifact(
     try:
         data = normalize(sio.dumps(model))
         untrusted = sorted(sio.get_untrusted_types(data=data))
+        needs = skops_needs(data, path=path)
     except Exception as exc:  # skops raises TypeError/ValueError/... for what it cannot store
         raise UnsupportedModelError(
             f"{name} is not supported: no ONNX converter handles it ({reason}) and skops "
@@ -46,6 +49,8 @@ def skops_artifact(
             path=path,
             hint="use an estimator skl2onnx supports, or export the model to ONNX yourself",
         ) from exc
+    # what serving will check (skops_runtime): every name the schema makes skops import
+    _refuse([r.name for r in refused_types(needs)], name, reason, path)
     _refuse([t for t in untrusted if not _admitted(t)], name, reason, path)
     extra = dict(signature.extra)
     extra[TRUSTED_KEY] = json.dumps(untrusted)

@@ -196,3 +196,77 @@ def test_build_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "hint:" in err
     assert main(["build", str(tmp_path), "--flavor", "torch"]) == 2
     assert "error[usage]" in capsys.readouterr().err
+
+
+def test_import_of_a_forged_crate_is_exit_1_with_the_findings(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A self-consistent archive whose model is a pickle calling os.system."""
+    import os
+    import pickle
+
+    from tests.crate.forge import forge
+
+    class Shell:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (os.system, ("id",))
+
+    tar = forge(
+        store.resolve("wine"),
+        tmp_path / "forged.tar",
+        model={"model/model.onnx": pickle.dumps(Shell(), protocol=2)},
+    )
+    other = tmp_path / "other"
+    assert main(["import", str(tar), "--store", str(other)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "forged.tar!model/model.onnx" in "".join(err.split())  # the report, then the error
+    assert "CRITICAL" in err
+    assert "error[scan-failed]: refusing the crate" in err
+    assert "system" in err
+    assert not other.exists()
+
+
+def test_import_limits_and_expected_version(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = tmp_path / "a.tar"
+    assert main(["export", "wine", str(a)]) == 0
+    other = ["--store", str(tmp_path / "other")]
+    capsys.readouterr()
+
+    def err() -> str:
+        return " ".join(capsys.readouterr().err.split())
+
+    assert main(["import", str(a), "--max-size", "1KiB", *other]) == 2
+    assert "import limit of 1024 bytes" in err()
+    assert main(["import", str(a), "--max-size", "lots", *other]) == 2
+    assert "'lots' is not a size" in err()
+    wine = store.get("wine")
+    assert main(["import", str(a), "--expect", "sha256:" + "0" * 12, *other]) == 2
+    assert "not the expected version" in err()
+    assert main(["import", str(a), "--expect", wine.version, "--max-size", "1MiB", *other]) == 0
+    assert f"imported {wine.ref}" in capsys.readouterr().out
+
+
+def test_list_and_show_say_when_a_crate_was_stored(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The crate's own ``created`` is not the store's clock; ``stored`` is."""
+    import time
+
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert all(r["stored"].startswith(today) for r in rows)
+    assert {r["created"] for r in rows} == {"2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z",
+                                            "2024-01-02T03:04:05Z"}  # fmt: skip
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "STORED" in out
+    assert today in out
+    assert main(["show", "wine"]) == 0
+    out = capsys.readouterr().out
+    assert "stored" in out
+    assert today in out
+    assert main(["show", "wine", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stored"].startswith(today)

@@ -471,7 +471,7 @@ def _readonly(root: Path, detail: str) -> StoreError:
 
 def stored_now() -> str:
     """The time a crate enters a store: the real clock (an index fact, never in a crate)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time()))
 
 
 def fsync_tree(root: Path) -> None:

@@ -14,10 +14,12 @@ import hashlib
 import json
 import os
 import pickle
+import platform
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,6 @@ import pytest
 
 from modelcrate.crate.archive import export_crate
 from modelcrate.crate.build import build
-from modelcrate.crate.lockfile import lock_request
 from modelcrate.crate.store import Store
 from tests.crate.helpers import FEATURES, snapshot
 
@@ -73,7 +74,7 @@ def clocks(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "skops"])
-def test_two_stores_two_clocks_same_export_bytes(
+def test_two_stores_two_clocks_same_export_bytes(  # noqa: PLR0917 (pytest fixtures)
     runtime: str,
     models: dict[str, Path],
     tmp_path: Path,
@@ -138,7 +139,118 @@ def test_source_date_epoch_is_the_only_date(
     assert c.manifest.created == "2023-11-14T22:13:21Z"
 
 
-# -- (b) fresh clones, other processes ---------------------------------------------------------
+# -- other processes, other CPUs ----------------------------------------------------------------
+
+_BUILD = r"""
+import json, sys
+from pathlib import Path
+from modelcrate.crate.archive import export_crate
+from modelcrate.crate.build import build
+from modelcrate.crate.lockfile import lock_request
+from modelcrate.crate.store import Store
+
+args = json.loads(sys.argv[1])
+out = Path(args["out"])
+store = Store(out / "store")
+store.locks_dir.mkdir(parents=True)
+key = lock_request(args["runtime"], "3.11").key()
+(store.locks_dir / f"{key}.lock").write_bytes(Path(args["lock"]).read_bytes())
+built = build(Path(args["model"]), name="m", store=store)
+print(json.dumps({"export": export_crate(store, "m", out / "m.tar").sha256,
+                  "runtime": built.manifest.runtime.kind}))
+"""
+
+
+def _build_elsewhere(
+    model: Path, lock: bytes, out: Path, env: dict[str, str], runtime: str = "onnxruntime"
+) -> dict[str, str]:
+    """Build and export ``model`` in a fresh interpreter with ``env`` added."""
+    out.mkdir(parents=True)
+    (out / "lock").write_bytes(lock)
+    args = {"model": str(model), "out": str(out), "lock": str(out / "lock"), "runtime": runtime}
+    base = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONHASHSEED")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD, json.dumps(args)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["runtime"] == runtime
+    return result
+
+
+@pytest.fixture(scope="module")
+def more_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Estimators whose conversion or parity check used to depend on the process or the CPU."""
+    from sklearn.datasets import load_iris
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    root = tmp_path_factory.mktemp("more-models")
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    x.columns = list(FEATURES)
+    fitted = {
+        "mlp": make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=300, random_state=0),
+        ),
+        "knn": KNeighborsClassifier(),
+        "svc": SVC(probability=True, random_state=0),
+    }
+    out = {}
+    for name, model in fitted.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the MLP does not converge in 300 steps
+            model.fit(x, y)
+        out[name] = root / f"{name}.pkl"
+        out[name].write_bytes(pickle.dumps(model, protocol=5))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 BLAS kernels")
+def test_another_cpu_builds_the_same_bytes(
+    more_models: dict[str, Path], real_locks: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    """OpenBLAS's generic SSE3 kernels and one thread stand in for another machine: the
+    original model's float64 outputs move in the last bits, so the measured parity difference
+    does; the crate records what does not move."""
+    lock = real_locks("onnxruntime")
+    native = _build_elsewhere(more_models["mlp"], lock, tmp_path / "a", {"SOURCE_DATE_EPOCH": "9"})
+    generic = {
+        "OPENBLAS_CORETYPE": "Prescott",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "SOURCE_DATE_EPOCH": "9",  # the same date: only the machine differs
+    }
+    other = _build_elsewhere(more_models["mlp"], lock, tmp_path / "b", generic)
+    assert native["export"] == other["export"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["knn", "svc"])
+def test_the_hash_seed_does_not_change_the_onnx(
+    name: str, more_models: dict[str, Path], real_locks: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    """skl2onnx lists the graph's opsets from a set: their order followed PYTHONHASHSEED."""
+    lock = real_locks("onnxruntime")
+    results = {
+        seed: _build_elsewhere(more_models[name], lock, tmp_path / seed, {"PYTHONHASHSEED": seed})[
+            "export"
+        ]
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(set(results.values())) == 1, results
+
+
+# -- (b) fresh clones ---------------------------------------------------------------------------
 
 _SCRIPT = r"""
 import json, sys
@@ -203,7 +315,7 @@ def _clone(head: str, into: Path) -> Path:
 
 
 def _run(
-    checkout: Path, runtime: str, model: Path, inputs: dict[str, Any], out: Path, seed: str
+    checkout: Path, runtime: str, model: Path, inputs: dict[str, Any], out: Path, *, seed: str
 ) -> dict[str, str]:
     out.mkdir(parents=True)
     args = {"runtime": runtime, "model": str(model), "out": str(out), **inputs}
@@ -264,8 +376,9 @@ def test_the_working_tree_builds_what_a_fresh_clone_builds(
     if _git("status", "--porcelain", "--", "src", cwd=REPO):
         pytest.skip("src/ has uncommitted changes; commit them to compare with a fresh clone")
     clone = _clone(head, tmp_path / "clone" / "modelcrate")
-    fresh = _run(clone, "onnxruntime", models["onnxruntime"], image_inputs, tmp_path / "o0", "0")
-    here = _run(REPO, "onnxruntime", models["onnxruntime"], image_inputs, tmp_path / "o1", "7")
+    model = models["onnxruntime"]
+    fresh = _run(clone, "onnxruntime", model, image_inputs, tmp_path / "o0", seed="0")
+    here = _run(REPO, "onnxruntime", model, image_inputs, tmp_path / "o1", seed="7")
     assert (here["version"], here["export"], here["image"]) == (
         fresh["version"],
         fresh["export"],

@@ -310,7 +310,7 @@ def _render_built(built: BuiltCrate, out: Console) -> None:
     table.add_row("path", str(built.path))
     table.add_row("flavor", f"{m.flavor} -> {m.runtime.kind}")
     table.add_row("artifacts", ", ".join(f"{a.path} ({_size(a.size)})" for a in m.artifacts))
-    table.add_row("parity", _parity(m))
+    table.add_row("parity", built.parity_details.splitlines()[0])
     table.add_row("lock", "requirements.lock" + (" (cached)" if built.lock_cached else ""))
     table.add_row("steps", ", ".join(f"{s} {t:.2f}s" for s, t in built.steps))
     out.print(table)
@@ -351,10 +351,12 @@ def _kv_table() -> Table:
 
 def _parity(m: Manifest) -> str:
     p = m.parity
-    return (
-        f"{'passed' if p.passed else 'FAILED'} on {p.rows} rows: max |diff| {p.max_abs_diff:.3g} "
-        f"(tolerance {p.tolerance:.3g}), labels agree {p.label_agreement:.1%}"
-    )
+    text = f"{'passed' if p.passed else 'FAILED'} on {p.rows} rows (tolerance {p.tolerance:.3g})"
+    if p.max_abs_diff is not None:  # crates built before these were left out
+        text += f": max |diff| {p.max_abs_diff:.3g}"
+    if p.label_agreement is not None:
+        text += f", labels agree {p.label_agreement:.1%}"
+    return text
 
 
 def _opset(m: Manifest) -> str:

@@ -112,10 +112,19 @@ class ScanSummary(_Frozen):
 
 
 class ParitySummary(_Frozen):
+    """What the build's parity check established: ``passed`` on ``rows`` rows within
+    ``tolerance`` (3 significant digits).
+
+    The measured ``max_abs_diff`` and ``label_agreement`` are not recorded by builds (``null``):
+    they are measurements of the build machine, whose BLAS kernels, SIMD paths and thread counts
+    move them in the last bits (and labels at exact ties), and a crate's bytes and version must
+    not depend on the machine. ``modelcrate build`` prints them. Crates made before record them.
+    """
+
     rows: int = Field(ge=0)
     tolerance: float
-    max_abs_diff: float
-    label_agreement: float
+    max_abs_diff: float | None = None
+    label_agreement: float | None = None
     passed: bool
 
 

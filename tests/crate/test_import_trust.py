@@ -280,8 +280,8 @@ def test_a_joblib_pickle_in_place_of_the_onnx_model_is_refused(
 
 
 @pytest.fixture
-def no_staging(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any write into the store fails the test: the refusal must come first."""
+def no_staging(dest: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any write into ``dest`` (made first) fails the test: the refusal must come first."""
 
     def staging(self: Store) -> Iterator[Path]:
         raise AssertionError("the import started writing before refusing")

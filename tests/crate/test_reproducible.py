@@ -384,3 +384,27 @@ def test_the_working_tree_builds_what_a_fresh_clone_builds(
         fresh["export"],
         fresh["image"],
     )
+
+
+def test_skops_bytes_do_not_depend_on_the_zlib_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another deflate implementation (zlib-ng, another level) stands in for another machine."""
+    import io
+    import zipfile
+    import zlib
+
+    import numpy as np
+    import skops.io as sio
+    from sklearn.kernel_ridge import KernelRidge
+
+    from modelcrate.flavors.skops_fallback import normalize
+
+    xs = np.random.default_rng(3).normal(size=(40, 3))
+    raw = sio.dumps(KernelRidge().fit(xs, xs[:, 0]))
+    here = normalize(raw)
+    real = zlib.compressobj
+    monkeypatch.setattr(zlib, "compressobj", lambda *a, **k: real(1, zlib.DEFLATED, -15))
+    assert normalize(raw) == here
+    infos = zipfile.ZipFile(io.BytesIO(here)).infolist()
+    assert {(i.compress_type, i.create_system, i.date_time) for i in infos} == {
+        (zipfile.ZIP_STORED, 3, (1980, 1, 1, 0, 0, 0))
+    }

@@ -3,7 +3,8 @@
 Only estimators whose every type the scanner's allowlist admits are stored (skops itself trusts
 scikit-learn; custom classes are refused with an error naming them). skops archives name their
 members after ``id()`` of the saved objects and stamp them with the current time; both are
-normalised so the same estimator gives the same bytes.
+normalised so the same estimator gives the same bytes, and members are stored uncompressed with
+fixed metadata so that those bytes do not depend on the zlib build or the operating system.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def normalize(data: bytes) -> bytes:
         members += sorted((old, src.read(old)) for old in unreferenced)
         for member, payload in members:
             info = zipfile.ZipInfo(member, date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # stored, not deflated: deflate's bytes depend on the zlib build (zlib, zlib-ng),
+            # and the crate's version must not (exports and image layers compress anyway)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # the default is the OS that writes the file
             info.external_attr = 0o644 << 16
             dst.writestr(info, payload)
     return buffer.getvalue()

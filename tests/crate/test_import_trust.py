@@ -401,3 +401,49 @@ def test_the_expected_version_is_an_anchor_outside_the_archive(
     assert import_crate(dest, good, expect=genuine).record.version == genuine
     with pytest.raises(InputError, match="not a version digest"):
         import_crate(dest, good, expect="latest")
+
+
+def _with_pax_bomb(genuine: Path, out: Path, *, size: int, kind: bytes = tarfile.XHDTYPE) -> Path:
+    """``genuine`` (a plain tar) behind a ``kind`` header (pax, GNU long name) declaring
+    ``size`` bytes of zeros, gzip-compressed: a few hundred kB on disk."""
+    import gzip
+
+    record_head = b" comment="
+    digits = len(str(size))
+    body = size - digits - len(record_head) - 1
+    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    info.type, info.size = kind, size
+    with gzip.open(out, "wb", compresslevel=1) as gz:
+        gz.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        gz.write(str(size).encode() + record_head if kind == tarfile.XHDTYPE else b"")
+        left = body if kind == tarfile.XHDTYPE else size
+        chunk = b"0" * (1 << 20)
+        while left > 0:
+            gz.write(chunk[: min(left, len(chunk))])
+            left -= min(left, len(chunk))
+        gz.write(b"\n" if kind == tarfile.XHDTYPE else b"")
+        gz.write(b"\0" * (-size % 512))
+        gz.write(genuine.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME], ids=["pax", "gnu"])
+def test_a_huge_header_is_refused_not_read(
+    onnx_crate: Path, dest: Store, tmp_path: Path, kind: bytes
+) -> None:
+    """tarfile reads a pax or GNU long-name header whole, whatever size it declares."""
+    import tracemalloc
+
+    genuine = forge.forge(onnx_crate, tmp_path / "genuine.tar")
+    bomb = _with_pax_bomb(genuine, tmp_path / "bomb.tar.gz", size=96 * 1024**2, kind=kind)
+    assert bomb.stat().st_size < 2 * 1024**2
+    before = snapshot(dest.root)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match="bytes of metadata"):
+            import_crate(dest, bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024**2
+    assert snapshot(dest.root) == before

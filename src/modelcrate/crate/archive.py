@@ -8,9 +8,11 @@ name and mtime 0).
 Import trusts nothing the archive says about itself until it is checked, and writes nothing
 it has not checked first:
 
-1. every member header: regular files and folders only (no links, devices or sparse files), no
-   absolute paths or ``..``, no name twice, at most :data:`MAX_MEMBERS`, and the sizes they
-   declare within the import limit (``max_bytes``, :data:`DEFAULT_MAX_IMPORT_BYTES` by default);
+1. every member header (no single read of the archive larger than :data:`MAX_READ_BYTES`, so
+   a pax header declaring gigabytes is refused, not read): regular files and folders only (no
+   links, devices or sparse files), no absolute paths or ``..``, no name twice, at most
+   :data:`MAX_MEMBERS`, and the sizes they declare within the import limit (``max_bytes``,
+   :data:`DEFAULT_MAX_IMPORT_BYTES` by default);
 2. ``crate.yaml`` (bounded), whose version must be the digest of its content (and the version
    the caller expects, with ``expect``);
 3. every member against it: exactly the files it lists and their folders, each artifact exactly
@@ -25,9 +27,11 @@ it has not checked first:
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import gzip
 import hashlib
+import lzma
 import os
 import tarfile
 import tempfile
@@ -35,7 +39,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from modelcrate._epoch import source_date_epoch
 from modelcrate.crate.canonical import MANIFEST_NAME
@@ -60,8 +64,9 @@ MAX_MEMBERS = 1_000
 DEFAULT_MAX_IMPORT_BYTES = 64 * 1024**3  # all members together; modelcrate import --max-size
 MAX_MANIFEST_BYTES = 4 * 1024**2
 MAX_SIDE_FILE_BYTES = 256 * 1024**2  # the lock, scan report, signature and SBOM, each
+MAX_READ_BYTES = 16 * 1024**2  # any one read from the archive: a header, a chunk, crate.yaml
 _CHUNK = 1 << 20
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -486,12 +491,55 @@ def _extract(
 
 @contextlib.contextmanager
 def _open_tar(src: Path) -> Iterator[tarfile.TarFile]:
-    try:
-        tar = tarfile.open(src, mode="r:*")  # noqa: SIM115 (closed by the with below)
-    except (*_TAR_ERRORS, OSError) as exc:
-        raise _unreadable(src, exc) from exc
-    with tar:
+    """The archive (plain, gzip, bzip2 or xz), read through :class:`_Bounded`: tarfile reads a
+    pax or GNU long-name header whole, whatever size it declares, before anything else here
+    sees it; no single read may exceed :data:`MAX_READ_BYTES`."""
+    with contextlib.ExitStack() as stack:
+        try:
+            raw = stack.enter_context(open(src, "rb"))
+            magic = raw.read(6)
+            raw.seek(0)
+            stream = cast("IO[bytes]", stack.enter_context(_decompressed(raw, magic)))
+            bounded = _Bounded(stream, src)
+            tar = stack.enter_context(tarfile.open(fileobj=bounded, mode="r:"))  # type: ignore[call-overload]
+        except IntegrityError:
+            raise
+        except (*_TAR_ERRORS, OSError, lzma.LZMAError) as exc:
+            raise _unreadable(src, exc) from exc
         yield tar
+
+
+def _decompressed(raw: IO[bytes], magic: bytes) -> contextlib.AbstractContextManager[object]:
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw, mode="rb")
+    return contextlib.nullcontext(raw)
+
+
+class _Bounded:
+    """A read-only file object that refuses any single read larger than MAX_READ_BYTES."""
+
+    def __init__(self, inner: IO[bytes], src: Path) -> None:
+        self._inner = inner
+        self._src = src
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_READ_BYTES:
+            raise _refused(
+                self._src,
+                f"a header declares {size} bytes of metadata (at most {MAX_READ_BYTES}); "
+                "archives made by 'modelcrate export' have none that large",
+            )
+        return self._inner.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
 
 
 def _refused(src: Path, problem: str) -> IntegrityError:

@@ -188,7 +188,7 @@ def more_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Estimators whose conversion or parity check used to depend on the process or the CPU."""
     from sklearn.datasets import load_iris
     from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -201,14 +201,19 @@ def more_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             StandardScaler(),
             MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=300, random_state=0),
         ),
+        "mlp-regressor": make_pipeline(
+            StandardScaler(),
+            MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=300, random_state=0),
+        ),
         "knn": KNeighborsClassifier(),
         "svc": SVC(probability=True, random_state=0),
     }
     out = {}
     for name, model in fitted.items():
+        target = x["sepal_length"] * 137.0 if name == "mlp-regressor" else y
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the MLP does not converge in 300 steps
-            model.fit(x, y)
+            warnings.simplefilter("ignore")  # the MLPs do not converge in 300 steps
+            model.fit(x, target)
         out[name] = root / f"{name}.pkl"
         out[name].write_bytes(pickle.dumps(model, protocol=5))
     return out
@@ -216,21 +221,22 @@ def more_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 BLAS kernels")
+@pytest.mark.parametrize("name", ["mlp", "mlp-regressor"])
 def test_another_cpu_builds_the_same_bytes(
-    more_models: dict[str, Path], real_locks: Callable[[str], bytes], tmp_path: Path
+    name: str, more_models: dict[str, Path], real_locks: Callable[[str], bytes], tmp_path: Path
 ) -> None:
     """OpenBLAS's generic SSE3 kernels and one thread stand in for another machine: the
     original model's float64 outputs move in the last bits, so the measured parity difference
     does; the crate records what does not move."""
     lock = real_locks("onnxruntime")
-    native = _build_elsewhere(more_models["mlp"], lock, tmp_path / "a", {"SOURCE_DATE_EPOCH": "9"})
+    native = _build_elsewhere(more_models[name], lock, tmp_path / "a", {"SOURCE_DATE_EPOCH": "9"})
     generic = {
         "OPENBLAS_CORETYPE": "Prescott",
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "SOURCE_DATE_EPOCH": "9",  # the same date: only the machine differs
     }
-    other = _build_elsewhere(more_models["mlp"], lock, tmp_path / "b", generic)
+    other = _build_elsewhere(more_models[name], lock, tmp_path / "b", generic)
     assert native["export"] == other["export"]
 
 

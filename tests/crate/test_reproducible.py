@@ -362,7 +362,7 @@ def test_fresh_clones_give_the_same_export_and_image(
         if i:
             time.sleep(1.1)
         results.append(
-            _run(clone, runtime, models[runtime], image_inputs, tmp_path / f"o{i}", seed)
+            _run(clone, runtime, models[runtime], image_inputs, tmp_path / f"o{i}", seed=seed)
         )
     first, second = results
     assert first["version"] == second["version"]

@@ -100,7 +100,7 @@ def test_the_trust_list_is_neither_needed_nor_believed(
 def test_the_schema_walk_names_what_skops_imports(
     ridge: tuple[bytes, Signature, np.ndarray],
 ) -> None:
-    from modelcrate.runtime.skops_trust import check_skops_trust, skops_needs
+    from modelcrate.crate.skops_trust import check_skops_trust, skops_needs
 
     data, _, _ = ridge
     needs = {f"{m}.{n}" for m, n in skops_needs(data, path="m")}
@@ -113,7 +113,7 @@ def test_malformed_archives_are_input_errors(ridge: tuple[bytes, Signature, np.n
     import io
     import zipfile
 
-    from modelcrate.runtime.skops_trust import check_skops_trust
+    from modelcrate.crate.skops_trust import check_skops_trust
 
     data, sig, _ = ridge
     with pytest.raises(InputError, match="not a readable skops archive"):

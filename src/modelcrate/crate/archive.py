@@ -234,8 +234,8 @@ def _skops_findings(
 ) -> list[Finding]:
     """For a skops model: a finding per name it needs, or its crate claims trust for, outside
     the allowlist. Other artifacts (not zips with a schema.json) give none."""
-    from modelcrate.runtime.skops_runtime import TRUSTED_KEY
-    from modelcrate.runtime.skops_trust import (
+    from modelcrate.crate.skops_trust import (
+        TRUSTED_KEY,
         claimed_needs,
         is_skops,
         refused_types,

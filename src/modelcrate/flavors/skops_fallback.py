@@ -16,9 +16,9 @@ from dataclasses import replace
 from typing import Any
 
 from modelcrate.crate.signature import Signature
+from modelcrate.crate.skops_trust import refused_types, skops_needs
 from modelcrate.flavors.base import UnsupportedModelError
 from modelcrate.runtime.skops_runtime import FRAME_KEY, TRUSTED_KEY
-from modelcrate.runtime.skops_trust import refused_types, skops_needs
 from modelcrate.scan.findings import Severity
 from modelcrate.scan.pickle_globals import classify_global
 

@@ -2,7 +2,7 @@
 
 skops never unpickles: it rebuilds objects from a JSON schema and admits only the types it is
 told to trust. What to trust is recomputed here, every time a model is loaded, from the scanner's
-allowlist (:mod:`modelcrate.runtime.skops_trust`): every type, function and method the schema
+allowlist (:mod:`modelcrate.crate.skops_trust`): every type, function and method the schema
 names must be admitted, whatever the crate claims. ``signature.extra["skops.trusted"]``, written
 by the build, is informational: a list naming anything outside the allowlist is refused, and it
 never widens what skops may import. This runtime needs scikit-learn (and pandas for models fitted
@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 
 from modelcrate.crate.signature import Signature
+from modelcrate.crate.skops_trust import TRUSTED_KEY, check_skops_trust
 from modelcrate.errors import InputError
 from modelcrate.runtime.inputs import numeric_column, string_column
 from modelcrate.runtime.outputs import labels_from_values
-from modelcrate.runtime.skops_trust import check_skops_trust
 
 __all__ = ["FRAME_KEY", "TRUSTED_KEY", "SkopsPredictor"]
 
-TRUSTED_KEY = "skops.trusted"
 FRAME_KEY = "skops.frame"  # "1" when the estimator was fitted on a DataFrame
 
 

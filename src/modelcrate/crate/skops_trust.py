@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SCHEMA_BYTES",
+    "TRUSTED_KEY",
     "RefusedType",
     "UntrustedSkopsTypes",
     "check_skops_trust",
@@ -38,6 +39,7 @@ __all__ = [
     "skops_needs",
 ]
 
+TRUSTED_KEY = "skops.trusted"  # signature.extra: the build's list (informational, never trusted)
 SCHEMA = "schema.json"
 MAX_SCHEMA_BYTES = 64 * 1024 * 1024
 # skops' RandomGeneratorNode imports ``numpy.random.<name>``; these are the bit generators NumPy

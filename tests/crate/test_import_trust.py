@@ -447,3 +447,80 @@ def test_a_huge_header_is_refused_not_read(
         tracemalloc.stop()
     assert peak < 32 * 1024**2
     assert snapshot(dest.root) == before
+
+
+def test_a_harmless_pickle_is_still_not_a_crate_artifact(
+    onnx_crate: Path, skops_crate: Path, dest: Store, tmp_path: Path
+) -> None:
+    """Nothing dangerous in it (the scan alone would pass it): a pickle never enters a crate,
+    whatever crate.yaml calls it."""
+    import numpy as np
+
+    weights = pickle.dumps({"coef": np.arange(4.0), "classes": ["a", "b"]}, protocol=5)
+    tar = forge.forge(onnx_crate, tmp_path / "benign.tar", model={"model/model.onnx": weights})
+    err = _refused_at_import(dest, tar)
+    assert [f.rule_id for f in err.report.findings if f.severity.name == "HIGH"] == [
+        "format.mismatch"
+    ]
+    assert "its content is pickle" in err.message or "format.mismatch" in err.message
+    # variant: an ONNX graph where crate.yaml promises a skops archive
+    onnx = (onnx_crate / "model/model.onnx").read_bytes()
+    tar = forge.forge(skops_crate, tmp_path / "swapped.tar", model={SKOPS: onnx})
+    rules = {f.rule_id for f in _refused_at_import(dest, tar).report.findings}
+    assert "format.mismatch" in rules
+
+
+@pytest.mark.parametrize(
+    ("kind", "native", "artifact"),
+    [
+        ("xgboost.json", False, "onnx"),
+        ("xgboost.ubj", True, "xgboost-json"),
+        ("lightgbm.txt", True, "lightgbm-text"),
+        ("sklearn.pkl", False, "onnx"),
+    ],
+)
+def test_every_kind_of_built_crate_imports(  # noqa: PLR0917 (parameters and fixtures)
+    kind: str,
+    native: bool,
+    artifact: str,
+    tmp_path: Path,
+    real_locks: Callable[[str], bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No false alarm: what build writes (ONNX, XGBoost JSON, LightGBM text; skops above)
+    passes the import gate."""
+    import lightgbm
+    import numpy as np
+    import xgboost
+    from sklearn.ensemble import RandomForestRegressor
+
+    from modelcrate.flavors import boosters
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    src = tmp_path / f"model.{kind.split('.')[1]}"
+    if kind.startswith("xgboost"):
+        xgboost.XGBClassifier(n_estimators=4, max_depth=3).fit(x, y).save_model(src)
+    elif kind.startswith("lightgbm"):
+        booster = lightgbm.LGBMClassifier(n_estimators=4, verbose=-1).fit(x, y).booster_
+        booster.save_model(src)
+    else:
+        model = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=0).fit(x, x[:, 1])
+        src.write_bytes(pickle.dumps(model, protocol=5))
+    if native:  # as when onnxmltools cannot convert the booster: its own format is kept
+
+        def no_onnx(*args: object, **kwargs: object) -> bytes:
+            raise RuntimeError("no ONNX for this one")
+
+        monkeypatch.setattr(boosters, "finalize", no_onnx)
+    store = Store(tmp_path / "store")
+    store.locks_dir.mkdir(parents=True)
+    for runtime in ("onnxruntime", "xgboost", "lightgbm", "skops"):
+        key = lock_request(runtime, "3.11").key()
+        (store.locks_dir / f"{key}.lock").write_bytes(real_locks(runtime))
+    built = build(src, name="m", store=store)
+    assert [a.format for a in built.manifest.artifacts] == [artifact]
+    tar = export_crate(store, "m", tmp_path / "m.tar").path
+    committed = import_crate(Store(tmp_path / "dest"), tar)
+    assert committed.record.version == built.version

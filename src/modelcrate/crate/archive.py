@@ -66,6 +66,8 @@ MAX_MANIFEST_BYTES = 4 * 1024**2
 MAX_SIDE_FILE_BYTES = 256 * 1024**2  # the lock, scan report, signature and SBOM, each
 MAX_READ_BYTES = 16 * 1024**2  # any one read from the archive: a header, a chunk, crate.yaml
 _CHUNK = 1 << 20
+# what the scanner calls each artifact format a build writes (it has no detector for UBJSON)
+_SCANNED_AS = {"xgboost-ubj": {"unknown"}}
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
 
@@ -199,13 +201,24 @@ def gate(
     scanned, and a skops model may need nothing outside the allowlist (whatever the crate's own
     trust list says). Raises ScanFailed (exit 1) at or above HIGH (or the policy's lower
     ``fail_on``); returns the report otherwise. Findings are located as ``SOURCE!model/...``."""
-    from modelcrate.scan import ScanReport, Severity, scan_file
+    from modelcrate.scan import Finding, Location, ScanReport, Severity, scan_file
 
     threshold = min(policy.fail_on, Severity.HIGH) if policy is not None else Severity.HIGH
     files = []
     for art in manifest.artifacts:
         where = f"{source}!{art.path}"
         scanned = relocated(scan_file(crate_dir / art.path, policy=policy), where)
+        if scanned.format not in _SCANNED_AS.get(art.format, {art.format}):
+            scanned.findings.append(
+                Finding(
+                    Severity.HIGH,
+                    "format.mismatch",
+                    f"crate.yaml says this is {art.format}, its content is {scanned.format}",
+                    Location(where),
+                    why="a crate holds safe formats only, as crate.yaml declares them; anything "
+                    "else in their place (a pickle above all) was put there by hand",
+                )
+            )
         scanned.findings.extend(_skops_findings(crate_dir / art.path, art, manifest, where))
         files.append(scanned)
     report = ScanReport(files=files)

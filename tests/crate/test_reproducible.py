@@ -83,12 +83,16 @@ def test_two_stores_two_clocks_same_export_bytes(  # noqa: PLR0917 (pytest fixtu
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert "SOURCE_DATE_EPOCH" not in os.environ
+    sources = []
+    for where in ("here", "there/and/deeper"):  # the same file in two folders
+        (tmp_path / where).mkdir(parents=True)
+        sources.append(Path(shutil.copy2(models[runtime], tmp_path / where)))
     clocks(1_000_000_000.0)  # 2001
-    a = build(models[runtime], name="m", store=_store(tmp_path / "a", seed_lock, runtime))
+    a = build(sources[0], name="m", store=_store(tmp_path / "a", seed_lock, runtime))
     monkeypatch.undo()
     time.sleep(1.1)  # the real clock moved on, too
     clocks(1_900_000_000.0)  # 2030
-    b = build(models[runtime], name="m", store=_store(tmp_path / "b", seed_lock, runtime))
+    b = build(sources[1], name="m", store=_store(tmp_path / "b", seed_lock, runtime))
     monkeypatch.undo()
     assert a.manifest.runtime.kind == runtime
     assert a.version == b.version
@@ -98,6 +102,8 @@ def test_two_stores_two_clocks_same_export_bytes(  # noqa: PLR0917 (pytest fixtu
         second = export_crate(Store(tmp_path / "b"), "m", tmp_path / f"b.{suffix}")
         assert first.sha256 == second.sha256, suffix
     assert a.manifest.created == "1970-01-01T00:00:00Z"
+    for path in a.path.rglob("*"):  # no folder of the build machine in any file
+        assert not path.is_file() or str(tmp_path).encode() not in path.read_bytes(), path
     sbom = json.loads((a.path / "sbom.cdx.json").read_bytes())
     assert sbom["metadata"]["timestamp"] == "1970-01-01T00:00:00Z"
 

@@ -41,7 +41,7 @@ __all__ = [
 
 TRUSTED_KEY = "skops.trusted"  # signature.extra: the build's list (informational, never trusted)
 SCHEMA = "schema.json"
-MAX_SCHEMA_BYTES = 64 * 1024 * 1024
+MAX_SCHEMA_BYTES = 64 * 1024 * 1024  # a 500-tree forest has 7 MiB of schema
 # skops' RandomGeneratorNode imports ``numpy.random.<name>``; these are the bit generators NumPy
 # has, under the names their pickles (and the allowlist) use. Any other name is refused.
 _BIT_GENERATORS = {

@@ -14,7 +14,7 @@ from modelcrate.cli import main
 from modelcrate.cli.crate_cmd import register
 from modelcrate.crate.store import Store
 from tests.crate.conftest import real_locks, seed_lock
-from tests.crate.helpers import FEATURES, hand_crate, snapshot
+from tests.crate.helpers import FEATURES, hand_crate, iris_onnx_bytes, snapshot
 
 __all__ = ["real_locks", "seed_lock"]  # fixtures shared with tests/crate
 
@@ -34,12 +34,19 @@ def crate_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
 
 
+@pytest.fixture(scope="module")
+def onnx_models() -> tuple[bytes, bytes, bytes]:
+    """Three real ONNX models (import re-scans the model files: they must be real)."""
+    return iris_onnx_bytes(c=1.0), iris_onnx_bytes(c=0.5), iris_onnx_bytes(c=0.25)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path, onnx_models: tuple[bytes, bytes, bytes]) -> Store:
     s = Store(tmp_path / "home")
-    hand_crate(s, "iris", b"model-one", created="2024-01-01T00:00:00Z")
-    hand_crate(s, "iris", b"model-two", created="2024-02-01T00:00:00Z")
-    hand_crate(s, "wine", b"model-three")
+    one, two, three = onnx_models
+    hand_crate(s, "iris", one, created="2024-01-01T00:00:00Z")
+    hand_crate(s, "iris", two, created="2024-02-01T00:00:00Z")
+    hand_crate(s, "wine", three)
     return s
 
 
@@ -112,12 +119,15 @@ def test_export_import(store: Store, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_import_tampered_is_exit_2_and_changes_nothing(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    onnx_models: tuple[bytes, bytes, bytes],
 ) -> None:
     a = tmp_path / "a.tar"
     assert main(["export", "wine", str(a)]) == 0
     data = bytearray(a.read_bytes())
-    at = data.index(b"model-three")
+    at = data.index(onnx_models[2][-64:]) + 10
     data[at] ^= 0x20
     a.write_bytes(bytes(data))
     before = snapshot(store.root)
@@ -186,3 +196,77 @@ def test_build_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "hint:" in err
     assert main(["build", str(tmp_path), "--flavor", "torch"]) == 2
     assert "error[usage]" in capsys.readouterr().err
+
+
+def test_import_of_a_forged_crate_is_exit_1_with_the_findings(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A self-consistent archive whose model is a pickle calling os.system."""
+    import os
+    import pickle
+
+    from tests.crate.forge import forge
+
+    class Shell:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (os.system, ("id",))
+
+    tar = forge(
+        store.resolve("wine"),
+        tmp_path / "forged.tar",
+        model={"model/model.onnx": pickle.dumps(Shell(), protocol=2)},
+    )
+    other = tmp_path / "other"
+    assert main(["import", str(tar), "--store", str(other)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "forged.tar!model/model.onnx" in "".join(err.split())  # the report, then the error
+    assert "CRITICAL" in err
+    assert "error[scan-failed]: refusing the crate" in err
+    assert "system" in err
+    assert not other.exists()
+
+
+def test_import_limits_and_expected_version(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = tmp_path / "a.tar"
+    assert main(["export", "wine", str(a)]) == 0
+    other = ["--store", str(tmp_path / "other")]
+    capsys.readouterr()
+
+    def err() -> str:
+        return " ".join(capsys.readouterr().err.split())
+
+    assert main(["import", str(a), "--max-size", "1KiB", *other]) == 2
+    assert "import limit of 1024 bytes" in err()
+    assert main(["import", str(a), "--max-size", "lots", *other]) == 2
+    assert "'lots' is not a size" in err()
+    wine = store.get("wine")
+    assert main(["import", str(a), "--expect", "sha256:" + "0" * 12, *other]) == 2
+    assert "not the expected version" in err()
+    assert main(["import", str(a), "--expect", wine.version, "--max-size", "1MiB", *other]) == 0
+    assert f"imported {wine.ref}" in capsys.readouterr().out
+
+
+def test_list_and_show_say_when_a_crate_was_stored(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The crate's own ``created`` is not the store's clock; ``stored`` is."""
+    import time
+
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert all(r["stored"].startswith(today) for r in rows)
+    assert {r["created"] for r in rows} == {"2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z",
+                                            "2024-01-02T03:04:05Z"}  # fmt: skip
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "STORED" in out
+    assert today in out
+    assert main(["show", "wine"]) == 0
+    out = capsys.readouterr().out
+    assert "stored" in out
+    assert today in out
+    assert main(["show", "wine", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stored"].startswith(today)

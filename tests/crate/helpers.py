@@ -30,14 +30,15 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 FAKE_LOCK = b"# requirements.lock (test)\nnumpy==2.0.0 \\\n    --hash=sha256:" + b"0" * 64 + b"\n"
 
 
-def iris_onnx_bytes(seed: int = 0) -> bytes:
-    """A real ONNX classifier: skl2onnx on a LogisticRegression fitted on iris."""
+def iris_onnx_bytes(seed: int = 0, *, c: float = 1.0) -> bytes:
+    """A real ONNX classifier: skl2onnx on a LogisticRegression fitted on iris (another ``c``,
+    another model)."""
     from skl2onnx import to_onnx
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     x, y = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=200, random_state=seed).fit(x, y)
+    model = LogisticRegression(max_iter=200, random_state=seed, C=c).fit(x, y)
     onx = to_onnx(model, x[:1].astype("float32"), target_opset=17, options={"zipmap": False})
     return bytes(onx.SerializeToString())
 

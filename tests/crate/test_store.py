@@ -210,3 +210,20 @@ def test_relative_store_root_works(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert s.root == tmp_path / "relative-store"
     hand_crate(s, "iris", b"x")
     assert [c.name for c in s.list()] == ["iris"]
+
+
+def test_an_index_from_before_stored_times_is_read_and_upgraded(tmp_path: Path) -> None:
+    """Indexes written before the ``stored`` column: read as they are (their ``created`` was
+    the build time), upgraded in place by the next write."""
+    s = Store(tmp_path / "s")
+    old = hand_crate(s, "m", b"old", created="2024-01-01T00:00:00Z").record
+    with sqlite3.connect(s.index_path) as conn:
+        conn.execute("ALTER TABLE crates DROP COLUMN stored")
+    assert [(r.version, r.stored) for r in s.list()] == [(old.version, "2024-01-01T00:00:00Z")]
+    new = hand_crate(s, "m", b"new").record
+    assert new.stored > "2024-01-01T00:00:00Z"
+    assert [r.version for r in s.list("m")] == [new.version, old.version]  # newest stored first
+    with sqlite3.connect(s.index_path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(crates)")}
+    assert "stored" in columns
+    assert s.get("m").version == new.version

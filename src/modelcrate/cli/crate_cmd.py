@@ -151,6 +151,7 @@ def list_cmd(
                 "name": r.name,
                 "version": r.version,
                 "created": r.created,
+                "stored": r.stored,
                 "flavor": r.flavor,
                 "size": r.size,
                 "path": str(r.path),
@@ -166,10 +167,10 @@ def list_cmd(
     from rich.table import Table
 
     table = Table(box=None, padding=(0, 2))
-    for col in ("NAME", "VERSION", "CREATED", "FLAVOR", "SIZE"):
+    for col in ("NAME", "VERSION", "STORED", "FLAVOR", "SIZE"):
         table.add_column(col, no_wrap=True, justify="right" if col == "SIZE" else "left")
     for r in records:
-        table.add_row(r.name, r.short_version, r.created, r.flavor, _size(r.size))
+        table.add_row(r.name, r.short_version, r.stored, r.flavor, _size(r.size))
     out.print(table)
 
 
@@ -180,18 +181,21 @@ def show_cmd(
     ),
     store: StoreOpt = None,
 ) -> None:
-    """Show a crate's manifest: version, source, artifacts, signature, scan, parity."""
+    """Show a crate's manifest: version, source, artifacts, signature, scan, parity (and when
+    this store received it)."""
     from modelcrate.crate.manifest import load_manifest
 
-    path = _store(store).resolve(ref)
+    crates = _store(store)
+    record = crates.get(ref)
+    path = crates.resolve(ref)
     manifest = load_manifest(path)
     if fmt is ShowFormat.yaml:
         sys.stdout.buffer.write(manifest.dump_yaml())
     elif fmt is ShowFormat.json:
-        doc = {"path": str(path), **manifest.model_dump(mode="json")}
+        doc = {"path": str(path), "stored": record.stored, **manifest.model_dump(mode="json")}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        _render_manifest(manifest, path, stdout_console())
+        _render_manifest(manifest, path, stdout_console(), stored=record.stored)
     sys.stdout.flush()
 
 
@@ -226,14 +230,70 @@ def export_cmd(
 
 def import_cmd(
     archive: Annotated[Path, typer.Argument(help="A crate archive made by 'modelcrate export'.")],
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse the archive unless it holds this version (sha256:... or a prefix), "
+            "e.g. as its author published it.",
+            show_default=False,
+        ),
+    ] = None,
+    max_size: Annotated[
+        str,
+        typer.Option(help="The most the archive may unpack to (bytes, or e.g. 512MiB, 64GiB)."),
+    ] = "64GiB",
+    policy: Annotated[
+        Path | None, typer.Option(help="Scan policy file (TOML/JSON) for the model re-scan.")
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Import a crate archive, verifying every file's sha256 and the version digest."""
-    from modelcrate.crate.archive import import_crate
+    """Import a crate archive: sizes checked against crate.yaml before anything is written,
+    every sha256 and the version digest verified, the model files scanned again.
 
-    committed = import_crate(_store(store), archive)
+    Exit 0: imported; 1: a model file fails the scan gate; 2: refused (unsafe or inconsistent).
+    """
+    from modelcrate.crate.archive import import_crate
+    from modelcrate.crate.errors import ScanFailed
+    from modelcrate.scan import load_policy
+
+    pol = load_policy(policy) if policy is not None else None
+    try:
+        committed = import_crate(
+            _store(store), archive, max_bytes=parse_size(max_size), policy=pol, expect=expect
+        )
+    except ScanFailed as exc:
+        from rich.console import Console
+
+        from modelcrate.cli.render import render_text
+        from modelcrate.scan import Severity
+
+        render_text(exc.report, Console(stderr=True, highlight=False), fail_on=Severity.HIGH)
+        raise
     note = " (already in the store)" if committed.existed else ""
     stdout_console().print(f"imported {committed.record.ref}{note}")
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6}
+_UNITS |= {"mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12}
+_UNITS |= {"tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``"64GiB"`` -> bytes (B, kB/KiB, MB/MiB, GB/GiB, TB/TiB; a bare number is bytes)."""
+    from modelcrate.errors import InputError
+
+    raw = text.strip().lower().replace(" ", "")
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(digits) :]
+    try:
+        value = float(digits)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not value > 0 or value * _UNITS[unit] >= 2**63:
+        raise InputError(
+            f"{text!r} is not a size", hint="use a positive number of bytes, or e.g. 512MiB, 64GiB"
+        )
+    return int(value * _UNITS[unit])
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -250,19 +310,20 @@ def _render_built(built: BuiltCrate, out: Console) -> None:
     table.add_row("path", str(built.path))
     table.add_row("flavor", f"{m.flavor} -> {m.runtime.kind}")
     table.add_row("artifacts", ", ".join(f"{a.path} ({_size(a.size)})" for a in m.artifacts))
-    table.add_row("parity", _parity(m))
+    table.add_row("parity", built.parity_details.splitlines()[0])
     table.add_row("lock", "requirements.lock" + (" (cached)" if built.lock_cached else ""))
     table.add_row("steps", ", ".join(f"{s} {t:.2f}s" for s, t in built.steps))
     out.print(table)
 
 
-def _render_manifest(m: Manifest, path: Path, out: Console) -> None:
+def _render_manifest(m: Manifest, path: Path, out: Console, *, stored: str) -> None:
     from rich.text import Text
 
     out.print(Text.assemble((f"{m.name}:{m.short_version}", "bold")))
     table = _kv_table()
     table.add_row("version", m.version)
     table.add_row("created", m.created)
+    table.add_row("stored", stored)
     table.add_row("path", str(path))
     table.add_row("flavor", f"{m.flavor} -> {m.runtime.kind}" + _opset(m))
     table.add_row("source", f"{m.source.path} ({m.source.format}, {_size(m.source.size)})")
@@ -290,10 +351,12 @@ def _kv_table() -> Table:
 
 def _parity(m: Manifest) -> str:
     p = m.parity
-    return (
-        f"{'passed' if p.passed else 'FAILED'} on {p.rows} rows: max |diff| {p.max_abs_diff:.3g} "
-        f"(tolerance {p.tolerance:.3g}), labels agree {p.label_agreement:.1%}"
-    )
+    text = f"{'passed' if p.passed else 'FAILED'} on {p.rows} rows (tolerance {p.tolerance:.3g})"
+    if p.max_abs_diff is not None:  # crates built before these were left out
+        text += f": max |diff| {p.max_abs_diff:.3g}"
+    if p.label_agreement is not None:
+        text += f", labels agree {p.label_agreement:.1%}"
+    return text
 
 
 def _opset(m: Manifest) -> str:

@@ -2,8 +2,10 @@
 
 Modules: :mod:`.signature` (the API contract), :mod:`.manifest` (``crate.yaml``), :mod:`.build`,
 :mod:`.store`, :mod:`.lockfile`, :mod:`.layout` (crate files and their verification),
-:mod:`.archive` (export/import), :mod:`.errors`. Nothing is imported here, so reading a
-signature never pulls in Pydantic or the build stack; the names below load on first use.
+:mod:`.archive` (export/import), :mod:`.gate` (the scan gate of imports), :mod:`.skops_trust`
+(what a skops model may import, by the allowlist), :mod:`.errors`. Nothing is imported here, so
+reading a signature never pulls in Pydantic or the build stack; the names below load on first
+use.
 The build function is ``modelcrate.crate.build.build`` (the submodule shares its name).
 """
 

@@ -4,7 +4,8 @@ The manifest is the edge between a crate on disk and everything that reads it (s
 export), so it is a Pydantic model: frozen, ``extra="forbid"``. Its identity is
 ``version = "sha256:" + sha256(canonical_bytes())``, where the canonical form is compact JSON with
 sorted keys of every field *except* ``version`` and ``created``: the same inputs give the same
-version, byte for byte, whenever they are built.
+version, byte for byte, whenever they are built. ``created`` is ``SOURCE_DATE_EPOCH`` (else the
+Unix epoch), never the clock, so the file's bytes are reproducible too.
 """
 
 from __future__ import annotations
@@ -111,10 +112,19 @@ class ScanSummary(_Frozen):
 
 
 class ParitySummary(_Frozen):
+    """What the build's parity check established: ``passed`` on ``rows`` rows within
+    ``tolerance`` (3 significant digits).
+
+    The measured ``max_abs_diff`` and ``label_agreement`` are not recorded by builds (``null``):
+    they are measurements of the build machine, whose BLAS kernels, SIMD paths and thread counts
+    move them in the last bits (and labels at exact ties), and a crate's bytes and version must
+    not depend on the machine. ``modelcrate build`` prints them. Crates made before record them.
+    """
+
     rows: int = Field(ge=0)
     tolerance: float
-    max_abs_diff: float
-    label_agreement: float
+    max_abs_diff: float | None = None
+    label_agreement: float | None = None
     passed: bool
 
 
@@ -233,8 +243,17 @@ class Manifest(_Frozen):
 
 
 def created_now() -> str:
-    """RFC 3339 UTC, second precision; ``SOURCE_DATE_EPOCH`` wins when set (reproducible builds)."""
-    epoch = source_date_epoch(default=int(time.time()))
+    """The crate's ``created``: ``SOURCE_DATE_EPOCH`` when set, else 1970-01-01T00:00:00Z.
+
+    Never the clock: two builds of the same inputs give the same bytes (crate.yaml, the SBOM's
+    timestamp, the export, the image config), wherever and whenever they run. When a crate
+    entered a store is the store index's ``stored``.
+    """
+    return rfc3339(source_date_epoch())
+
+
+def rfc3339(epoch: int) -> str:
+    """RFC 3339 UTC, second precision."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 

@@ -2,7 +2,7 @@
 
 Layout under the root (``--store``, ``MODELCRATE_HOME`` or ``~/.modelcrate``)::
 
-    index.db               SQLite: one row per (name, version)
+    index.db               SQLite: one row per (name, version), with when it was stored here
     crates/<sha256 hex>/   one immutable crate folder per version (the manifest digest)
     locks/<key>.lock       resolved requirements.lock files, by lock request digest
     .stage-*/              a crate being written (renamed into crates/ when complete)
@@ -10,6 +10,10 @@ Layout under the root (``--store``, ``MODELCRATE_HOME`` or ``~/.modelcrate``)::
 A crate is staged in a temp folder inside the root, every file fsynced, then renamed into place;
 the index row is inserted after the rename, in a transaction. Any failure removes what this
 operation added, so the store is left as it was. Reads never create anything.
+
+When a crate was put into *this* store is a fact about the store, not the crate: the index
+records it (``stored``, shown by ``list`` and ``show``), while the crate's own ``created`` comes
+from ``SOURCE_DATE_EPOCH`` (else 1970-01-01), so that a crate's bytes never depend on the clock.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,14 +48,18 @@ CREATE TABLE IF NOT EXISTS crates (
     created TEXT NOT NULL,
     flavor TEXT NOT NULL,
     size INTEGER NOT NULL,
+    stored TEXT,
     PRIMARY KEY (name, version)
 )
 """
+# Indexes written before ``stored`` existed: their ``created`` was the build time, the best guess.
+_ADD_STORED = "ALTER TABLE crates ADD COLUMN stored TEXT"
 
 
 @dataclass(frozen=True)
 class CrateRecord:
-    """One crate in the index."""
+    """One crate in the index. ``created``: the crate's own date (from its manifest);
+    ``stored``: when this store received it (RFC 3339 UTC)."""
 
     name: str
     version: str
@@ -58,6 +67,7 @@ class CrateRecord:
     flavor: str
     size: int
     path: Path
+    stored: str = ""
 
     @property
     def short_version(self) -> str:
@@ -108,21 +118,26 @@ class Store:
     # -- reading ---------------------------------------------------------------------------
 
     def list(self, name: str | None = None) -> builtins.list[CrateRecord]:
-        """Crates in the index, newest first (by created, then by insertion)."""
-        query = "SELECT name, version, created, flavor, size FROM crates"
+        """Crates in the index, newest first (by when they were stored, then by insertion)."""
         args: tuple[str, ...] = ()
+        where = ""
         if name is not None:
-            query += " WHERE name = ?"
+            where = " WHERE name = ?"
             args = (name,)
-        query += " ORDER BY name, created DESC, rowid DESC"
         with self._read() as conn:
             if conn is None:
                 return []
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(crates)")}
+            stored = "COALESCE(stored, created)" if "stored" in columns else "created"
+            query = (
+                f"SELECT name, version, created, flavor, size, {stored} AS stored_at "
+                f"FROM crates{where} ORDER BY name, stored_at DESC, rowid DESC"
+            )
             rows = conn.execute(query, args).fetchall()
         return [self._record(*row) for row in rows]
 
     def get(self, ref: str) -> CrateRecord:
-        """Resolve ``NAME[:VERSION]``: latest by created, or the version whose digest starts
+        """Resolve ``NAME[:VERSION]``: the latest stored, or the version whose digest starts
         with VERSION (with or without ``sha256:``, like a short Docker digest)."""
         name, _, version = ref.partition(":")
         name = name.strip()
@@ -190,6 +205,23 @@ class Store:
         if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
             raise _readonly(self.root, f"{probe} is read-only")
 
+    def check_space(self, nbytes: int) -> None:
+        """Fail before writing when the store's disk has less than ``nbytes`` free."""
+        probe = self.root
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            return  # the write itself reports what is wrong
+        if free < nbytes:
+            raise StoreError(
+                f"the store's disk has {free} bytes free, {nbytes} are needed; nothing was written",
+                path=str(self.root),
+                hint="free some space (modelcrate rm) or point --store/MODELCRATE_HOME at "
+                "another disk",
+            )
+
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh temp folder inside the store, removed on exit (commit renames it away)."""
@@ -238,7 +270,7 @@ class Store:
                         if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                             raise
                     _fsync_dir(self.crates_dir)
-                # Same version already stored: keep the first copy (and its created time).
+                # Same version already stored: keep the first copy (and when it was stored).
                 if moved:
                     stored = manifest
                 else:
@@ -248,9 +280,14 @@ class Store:
                 if lock_cache is not None:
                     added.extend(self._cache_lock(*lock_cache))
                 record = self._record(
-                    stored.name, stored.version, stored.created, stored.flavor, tree_size(target)
+                    stored.name,
+                    stored.version,
+                    stored.created,
+                    stored.flavor,
+                    tree_size(target),
+                    stored_now(),
                 )
-                self._insert(record, added)
+                record = self._insert(record, added)
         except BaseException:
             if moved:
                 shutil.rmtree(target, ignore_errors=True)
@@ -305,9 +342,11 @@ class Store:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _record(self, name: str, version: str, created: str, flavor: str, size: int) -> CrateRecord:
+    def _record(  # noqa: PLR0917 (one positional per index column, as SELECT returns them)
+        self, name: str, version: str, created: str, flavor: str, size: int, stored: str
+    ) -> CrateRecord:
         path = self.crates_dir / version.removeprefix("sha256:")
-        return CrateRecord(name, version, created, flavor, int(size), path)
+        return CrateRecord(name, version, created, flavor, int(size), path, stored)
 
     def _cache_lock(self, key: str, data: bytes) -> builtins.list[Path]:
         added: builtins.list[Path] = []
@@ -320,21 +359,38 @@ class Store:
             added.append(target)
         return added
 
-    def _insert(self, record: CrateRecord, added: builtins.list[Path]) -> None:
-        """Insert the row in one transaction (a no-op when it is already there)."""
+    def _insert(self, record: CrateRecord, added: builtins.list[Path]) -> CrateRecord:
+        """Insert the row in one transaction; a row already there is kept (with its ``stored``)
+        and returned."""
         if not self.index_path.exists():
             added.append(self.index_path)
         with contextlib.closing(self._connect()) as conn, conn:
             conn.execute(
-                "INSERT OR IGNORE INTO crates (name, version, created, flavor, size) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (record.name, record.version, record.created, record.flavor, record.size),
+                "INSERT OR IGNORE INTO crates (name, version, created, flavor, size, stored) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.version,
+                    record.created,
+                    record.flavor,
+                    record.size,
+                    record.stored,
+                ),
             )
+            row = conn.execute(
+                "SELECT COALESCE(stored, created) FROM crates WHERE name = ? AND version = ?",
+                (record.name, record.version),
+            ).fetchone()
+        return replace(record, stored=row[0]) if row else record
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.index_path, timeout=30.0)
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(crates)")}
+        if "stored" not in columns:
+            with conn:
+                conn.execute(_ADD_STORED)
         return conn
 
     @contextlib.contextmanager
@@ -411,6 +467,11 @@ def _readonly(root: Path, detail: str) -> StoreError:
         path=str(root),
         hint="fix its permissions, or point --store/MODELCRATE_HOME at a writable folder",
     )
+
+
+def stored_now() -> str:
+    """The time a crate enters a store: the real clock (an index fact, never in a crate)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time()))
 
 
 def fsync_tree(root: Path) -> None:

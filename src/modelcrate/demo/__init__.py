@@ -106,8 +106,8 @@ def run(console: Console | None = None) -> int:
         m = built.manifest
         console.print(
             f"crate {m.name}:{m.version[:19]}  flavor {m.flavor} -> {m.runtime.kind}, "
-            f"parity {m.parity.rows} rows (max |diff| {m.parity.max_abs_diff:.2g}, "
-            f"labels {m.parity.label_agreement:.0%})"
+            f"parity {'passed' if m.parity.passed else 'FAILED'} on {m.parity.rows} rows "
+            f"(tolerance {m.parity.tolerance:.2g})"
         )
 
         console.rule("4. modelcrate serve iris, then typed and V2 requests")

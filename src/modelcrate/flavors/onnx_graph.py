@@ -25,6 +25,9 @@ def finalize(model: Any, *, path: str) -> bytes:
     model.graph.name = GRAPH_NAME
     model.graph.doc_string = ""
     model.doc_string = ""
+    # converters list opsets and metadata from sets and dicts: their order follows the hash seed
+    _sort(model.opset_import, key=lambda o: (o.domain, o.version))
+    _sort(model.metadata_props, key=lambda p: (p.key, p.value))
     canonicalize(model.graph)
     for value in model.graph.output:
         if value.type.HasField("tensor_type"):
@@ -41,6 +44,16 @@ def finalize(model: Any, *, path: str) -> bytes:
         ) from exc
     data: bytes = model.SerializeToString(deterministic=True)
     return data
+
+
+def _sort(repeated: Any, *, key: Any) -> None:
+    """Sort a protobuf repeated message field in place."""
+    ordered = sorted(repeated, key=key)
+    copies = [type(item)() for item in ordered]
+    for copy, item in zip(copies, ordered, strict=True):
+        copy.CopyFrom(item)
+    del repeated[:]
+    repeated.extend(copies)
 
 
 def canonicalize(graph: Any, outer: dict[str, str] | None = None, prefix: str = "") -> None:

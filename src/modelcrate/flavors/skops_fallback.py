@@ -3,7 +3,8 @@
 Only estimators whose every type the scanner's allowlist admits are stored (skops itself trusts
 scikit-learn; custom classes are refused with an error naming them). skops archives name their
 members after ``id()`` of the saved objects and stamp them with the current time; both are
-normalised so the same estimator gives the same bytes.
+normalised so the same estimator gives the same bytes, and members are stored uncompressed with
+fixed metadata so that those bytes do not depend on the zlib build or the operating system.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from modelcrate.crate.signature import Signature
+from modelcrate.crate.skops_trust import refused_types, skops_needs
 from modelcrate.flavors.base import UnsupportedModelError
 from modelcrate.runtime.skops_runtime import FRAME_KEY, TRUSTED_KEY
 from modelcrate.scan.findings import Severity
@@ -28,7 +30,8 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def skops_artifact(
     model: Any, signature: Signature, *, path: str, reason: str
 ) -> tuple[bytes, Signature]:
-    """skops bytes of ``model`` and the signature that carries the trusted type list."""
+    """skops bytes of ``model`` and its signature, which names the types skops does not trust by
+    default (informational: serving recomputes trust from the allowlist)."""
     name = type(model).__name__
     from modelcrate.flavors.sklearn import walk
 
@@ -39,6 +42,7 @@ def skops_artifact(
     try:
         data = normalize(sio.dumps(model))
         untrusted = sorted(sio.get_untrusted_types(data=data))
+        needs = skops_needs(data, path=path)
     except Exception as exc:  # skops raises TypeError/ValueError/... for what it cannot store
         raise UnsupportedModelError(
             f"{name} is not supported: no ONNX converter handles it ({reason}) and skops "
@@ -46,6 +50,8 @@ def skops_artifact(
             path=path,
             hint="use an estimator skl2onnx supports, or export the model to ONNX yourself",
         ) from exc
+    # what serving will check (skops_runtime): every name the schema makes skops import
+    _refuse([r.name for r in refused_types(needs)], name, reason, path)
     _refuse([t for t in untrusted if not _admitted(t)], name, reason, path)
     extra = dict(signature.extra)
     extra[TRUSTED_KEY] = json.dumps(untrusted)
@@ -102,7 +108,10 @@ def normalize(data: bytes) -> bytes:
         members += sorted((old, src.read(old)) for old in unreferenced)
         for member, payload in members:
             info = zipfile.ZipInfo(member, date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # stored, not deflated: deflate's bytes depend on the zlib build (zlib, zlib-ng),
+            # and the crate's version must not (exports and image layers compress anyway)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # the default is the OS that writes the file
             info.external_attr = 0o644 << 16
             dst.writestr(info, payload)
     return buffer.getvalue()

@@ -1,28 +1,29 @@
 """The skops fallback: a scikit-learn estimator no ONNX converter handles, stored as skops.
 
 skops never unpickles: it rebuilds objects from a JSON schema and admits only the types it is
-told to trust. The trusted list was decided at build time (every type the scanner's allowlist
-admits) and travels in ``signature.extra["skops.trusted"]``; loading re-checks that the file
-asks for nothing else. This runtime needs scikit-learn (and pandas for models fitted on
-frames) in the serving environment.
+told to trust. What to trust is recomputed here, every time a model is loaded, from the scanner's
+allowlist (:mod:`modelcrate.crate.skops_trust`): every type, function and method the schema
+names must be admitted, whatever the crate claims. ``signature.extra["skops.trusted"]``, written
+by the build, is informational: a list naming anything outside the allowlist is refused, and it
+never widens what skops may import. This runtime needs scikit-learn (and pandas for models fitted
+on frames) in the serving environment.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from modelcrate.crate.signature import Signature
+from modelcrate.crate.skops_trust import TRUSTED_KEY, check_skops_trust
 from modelcrate.errors import InputError
 from modelcrate.runtime.inputs import numeric_column, string_column
 from modelcrate.runtime.outputs import labels_from_values
 
 __all__ = ["FRAME_KEY", "TRUSTED_KEY", "SkopsPredictor"]
 
-TRUSTED_KEY = "skops.trusted"
 FRAME_KEY = "skops.frame"  # "1" when the estimator was fitted on a DataFrame
 
 
@@ -33,19 +34,25 @@ class SkopsPredictor:
         import skops.io as sio  # type: ignore[import-untyped, unused-ignore]
 
         self.signature = signature
-        trusted = json.loads(signature.extra.get(TRUSTED_KEY, "[]"))
+        # the allowlist decides (the schema is read as JSON first, nothing imported yet) ...
+        trusted = check_skops_trust(data, path=path, claimed=signature.extra.get(TRUSTED_KEY))
         try:
             untrusted = set(sio.get_untrusted_types(data=data))
         except Exception as exc:  # skops raises several types on a bad archive
-            raise InputError(f"skops cannot read the model: {exc}", path=path) from exc
-        extra = sorted(untrusted - set(trusted))
-        if extra:
             raise InputError(
-                f"the skops file needs types the crate does not trust: {extra}",
+                f"skops cannot read the model: {exc}",
                 path=path,
                 hint="rebuild the crate from the original model",
+            ) from exc
+        # ... and skops' own audit may name nothing the schema walk did not admit
+        unseen = sorted(untrusted - set(trusted))
+        if unseen:
+            raise InputError(
+                f"the skops model needs types outside modelcrate's allowlist: {unseen}",
+                path=path,
+                hint="rebuild the crate from the original model with 'modelcrate build'",
             )
-        self._model: Any = sio.loads(data, trusted=sorted(untrusted))
+        self._model: Any = sio.loads(data, trusted=trusted)
         self._frame = signature.extra.get(FRAME_KEY) == "1"
         self._wanted = {o.name for o in signature.outputs}
 

@@ -16,6 +16,10 @@ RULES: dict[str, str] = {
     "format.polyglot": "The content is valid for several formats at once; it was analysed as each",
     "limits.exceeded": "A scan limit was reached; the rest of the input was not verified",
     "path.symlink-escape": "A symbolic link points outside the scanned tree",
+    # skops artifacts (crate import and load: what skops would import, judged by the allowlist)
+    "skops.type": "A type or function a skops file needs that the allowlist does not admit",
+    "skops.trust-claim": "A crate's recorded skops trust list names something the allowlist does not admit",
+    "skops.malformed": "A skops file's schema cannot be read, so what it imports cannot be verified",
     # pickle
     "pickle.global": "A global (module attribute) imported by a pickle",
     "pickle.call": "A call made while unpickling (REDUCE, INST, OBJ, NEWOBJ, BUILD)",
@@ -29,7 +33,7 @@ RULES: dict[str, str] = {
     "pickle.frame-violation": "An opcode crosses a FRAME boundary; unpicklers disagree on it",
     "pickle.extension": "EXT1/2/4: the callable comes from the loading process's registry",
     "pickle.persistent-id": "A persistent id that is not a torch storage reference",
-    "pickle.attribute-injection": "BUILD/SETITEM/APPEND on a module-level object",
+    "pickle.attribute-injection": "BUILD/SETITEM/APPEND on a module-level object or on an object a lookup returned",
     # containers
     "archive.path-traversal": "An archive member name escapes the extraction directory",
     "archive.symlink": "An archive member is a link, possibly pointing outside the extraction directory",

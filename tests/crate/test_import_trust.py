@@ -459,9 +459,9 @@ def test_a_harmless_pickle_is_still_not_a_crate_artifact(
     weights = pickle.dumps({"coef": np.arange(4.0), "classes": ["a", "b"]}, protocol=5)
     tar = forge.forge(onnx_crate, tmp_path / "benign.tar", model={"model/model.onnx": weights})
     err = _refused_at_import(dest, tar)
-    assert [f.rule_id for f in err.report.findings if f.severity.name == "HIGH"] == [
-        "format.mismatch"
-    ]
+    high = [f.rule_id for f in err.report.findings if f.severity.name == "HIGH"]
+    assert "format.mismatch" in high  # the scan itself finds nothing dangerous in it
+    assert not [f for f in err.report.findings if f.severity.name == "CRITICAL"]
     assert "its content is pickle" in err.message or "format.mismatch" in err.message
     # variant: an ONNX graph where crate.yaml promises a skops archive
     onnx = (onnx_crate / "model/model.onnx").read_bytes()

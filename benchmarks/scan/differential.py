@@ -5,7 +5,7 @@ pandas and lz4 installed; ``make install``)::
 
     .venv/bin/python benchmarks/scan/differential.py --minutes 30 --seed 1
     .venv/bin/python benchmarks/scan/differential.py --max-mutants 300 --seed 20260510 \
-        --save-regressions --no-minimize   # record the CI campaign's misses as regressions
+        --save-all --no-minimize --out /tmp/ci   # record the CI campaign's misses
 
 It imports this checkout's ``src/`` and ``tests/`` (not an installed modelcrate), runs every seed
 and then mutants until the time or count runs out, and writes ``differential.json`` and
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="campaign seed")
     ap.add_argument("--start-index", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    ap.add_argument("--save-regressions", action="store_true")
+    ap.add_argument("--save-regressions", action="store_true", help="one recipe per miss group")
+    ap.add_argument("--save-all", action="store_true", help="every miss, as found (CI campaign)")
     ap.add_argument("--no-minimize", action="store_true", help="keep recipes as found")
     ap.add_argument("--max-minimize", type=int, default=60, help="miss groups to minimize")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -147,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.save_regressions and final.miss and minimized.key not in known:
                 path = save_recipe(FOLDER, final, hint_class(final), describe(final))
                 entry["saved"] = str(path.relative_to(ROOT))
+        if args.save_all:
+            for outs in groups.values():
+                for out in outs:
+                    if out.recipe.key not in known:
+                        save_recipe(FOLDER, out, hint_class(out), describe(out))
 
     fa_report = [
         {

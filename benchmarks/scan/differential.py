@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-all", action="store_true", help="every miss, as found (CI campaign)")
     ap.add_argument("--no-minimize", action="store_true", help="keep recipes as found")
     ap.add_argument("--max-minimize", type=int, default=60, help="miss groups to minimize")
+    ap.add_argument("--regressions", type=Path, default=FOLDER, help="where recipes are saved")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -146,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             }
             miss_report.append(entry)
             if args.save_regressions and final.miss and minimized.key not in known:
-                path = save_recipe(FOLDER, final, hint_class(final), describe(final))
-                entry["saved"] = str(path.relative_to(ROOT))
+                path = save_recipe(args.regressions, final, hint_class(final), describe(final))
+                entry["saved"] = str(path)
         if args.save_all:
             for outs in groups.values():
                 for out in outs:
                     if out.recipe.key not in known:
-                        save_recipe(FOLDER, out, hint_class(out), describe(out))
+                        save_recipe(args.regressions, out, hint_class(out), describe(out))
 
     fa_report = [
         {

@@ -41,9 +41,12 @@ def hint_class(out: Outcome) -> str:
         steps & {"joblib.wrapper", "joblib.padding_ops", "raw.to_ops"}
     ):
         return CLASSES[3]
-    if fmt in ("tar", "zlib", "gzip", "bz2", "xz", "lzma", "lz4", "json", "safetensors"):
+    parts = fmt.split("+")
+    containers = ("tar", "zlib", "gzip", "bz2", "xz", "lzma", "lz4", "zip", "json", "safetensors")
+    plain = family.startswith("pickle-") or family == "pandas-none"
+    if plain and parts[0] in containers:
         return CLASSES[1]
-    if fmt == "unknown" or "I010" in notes or "]Nb" in notes:
+    if "unknown" in parts or "I010" in notes or "]Nb" in notes:
         return CLASSES[2]
     return "new: " + (",".join(sorted(steps)) or "unmutated seed") + f" (scan format {fmt})"
 

@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -95,7 +96,7 @@ class Refused(Exception):
     """Raised by the audit hook for an event the sandbox does not allow."""
 
 
-def _child(loader: str, path: str, wfd: int, cpu_s: int, mem_extra: int) -> None:
+def _child(loader: str, path: str, work: str, wfd: int, cpu_s: int, mem_extra: int) -> None:
     events: list[list[str]] = []
     status = "ok"
     error = ""
@@ -109,7 +110,6 @@ def _child(loader: str, path: str, wfd: int, cpu_s: int, mem_extra: int) -> None
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        work = tempfile.mkdtemp(prefix=f"{loader}-")
         os.chdir(work)
         os.environ["TMPDIR"] = work
         tempfile.tempdir = work
@@ -149,11 +149,12 @@ def _child(loader: str, path: str, wfd: int, cpu_s: int, mem_extra: int) -> None
 def run_one(
     loader: str, path: str, timeout: float, cpu_s: int, mem_extra: int
 ) -> dict[str, object]:
+    work = tempfile.mkdtemp(prefix=f"{loader}-")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(loader, path, w, cpu_s, mem_extra)
+        _child(loader, path, work, w, cpu_s, mem_extra)
         os._exit(0)  # not reached
     os.close(w)
     chunks: list[bytes] = []
@@ -175,6 +176,7 @@ def run_one(
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     os.close(r)
+    shutil.rmtree(work, ignore_errors=True)
     if timed_out:
         return {"status": "timeout", "error": f"no answer in {timeout} s", "events": []}
     try:

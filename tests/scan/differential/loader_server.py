@@ -96,7 +96,7 @@ class Refused(Exception):
     """Raised by the audit hook for an event the sandbox does not allow."""
 
 
-def _child(loader: str, path: str, work: str, wfd: int, cpu_s: int, mem_extra: int) -> None:
+def _child(loader: str, path: str, work: str, wfd: int, *, cpu_s: int, mem_extra: int) -> None:
     events: list[list[str]] = []
     status = "ok"
     error = ""
@@ -154,7 +154,7 @@ def run_one(
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(loader, path, work, w, cpu_s, mem_extra)
+        _child(loader, path, work, w, cpu_s=cpu_s, mem_extra=mem_extra)
         os._exit(0)  # not reached
     os.close(w)
     chunks: list[bytes] = []

@@ -70,15 +70,13 @@ def _versions() -> dict[str, str]:
 
 def _signature(out: Outcome) -> str:
     family = out.recipe.seed_id.replace("+evil", "")
-    steps = "+".join(sorted({s for s, _ in out.recipe.steps})) or "unmutated"
-    return f"{hint_class(out)} | {family} | {steps} | scan:{out.scan.fmt}"
+    return f"{hint_class(out)} | {family} | scan:{out.scan.fmt}"
 
 
 def _fa_signature(out: Outcome) -> str:
     family = out.recipe.seed_id.replace("+evil", "")
-    steps = "+".join(sorted({s for s, _ in out.recipe.steps})) or "unmutated"
     rules = ",".join(sorted({f.split(" ", 1)[1] for f in out.scan.findings if f[:1] in "HC"}))
-    return f"{family} | {steps} | {rules}"
+    return f"{family} | {rules or out.scan.fmt}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 "signature": sig,
                 "class": hint_class(final),
                 "count": len(outs),
-                "keys": [o.recipe.key for o in outs[:20]],
+                "keys": [o.recipe.key for o in outs[:5]],
                 "example": final.summary(),
                 "description": describe(final),
                 "known": minimized.key in known,
@@ -159,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "signature": sig,
             "count": len(outs),
-            "keys": [o.recipe.key for o in outs[:10]],
-            "example": outs[0].summary(),
+            "keys": [o.recipe.key for o in outs[:5]],
+            "example": min(outs, key=lambda o: (len(o.recipe.steps), o.size)).summary(),
         }
         for sig, outs in sorted(fa_groups.items(), key=lambda kv: -len(kv[1]))
     ]
@@ -233,23 +231,33 @@ def render_md(r: dict[str, object]) -> str:
     lines += ["", "## Misses by class", ""]
     for k, v in sorted(r["misses_by_class"].items()):  # type: ignore[attr-defined]
         lines.append(f"- {k}: {v}")
-    lines += ["", "## Miss groups (one minimal example each)", ""]
+    lines += [
+        "",
+        "## Miss groups (one minimal example each; replay with the recipe in the JSON)",
+        "",
+        "| class | mutants | seed family, scan format | example | what it is |",
+        "|---|---|---|---|---|",
+    ]
     for g in r["miss_groups"]:  # type: ignore[attr-defined]
-        ex = g["example"]
-        lines += [
-            f"### {g['class']} — {g['count']} mutant(s)",
-            "",
-            f"- signature: `{g['signature']}`",
-            f"- example: `{ex['key']}`, steps `{ex['recipe']['steps']}`, "
-            f"file name `{ex['recipe']['name']}`",
-            f"- loaders that reached a callable: `{ex['reached']}`",
-            f"- scan: `{ex['scan']}`",
-            f"- what it is: {g['description']}",
-            "",
-        ]
-    lines += ["## False-alarm groups", ""]
+        _, family, fmt = (x.strip() for x in str(g["signature"]).split("|"))
+        desc = str(g["description"]).replace("|", "/")[:400]
+        lines.append(
+            f"| {g['class']} | {g['count']} | {family}, {fmt} | `{g['example']['key']}` | {desc} |"
+        )
+    lines.append("")
+    lines += [
+        "## False-alarm groups",
+        "",
+        "Benign mutants that every loader opening the seed still opens, reaching nothing outside",
+        "the allowlist, and that the scan stops (reported, not failures):",
+        "",
+    ]
     for g in r["false_alarm_groups"]:  # type: ignore[attr-defined]
-        lines.append(f"- {g['count']} x `{g['signature']}` (e.g. `{g['keys'][0]}`)")
+        ex = g["example"]
+        lines.append(
+            f"- {g['count']} x `{g['signature']}`: e.g. `{ex['key']}` steps "
+            f"`{[s for s, _ in ex['recipe']['steps']]}`"
+        )
     lines.append("")
     return "\n".join(lines)
 

@@ -472,7 +472,8 @@ def joblib_wrapper(sample: Sample, rng: random.Random) -> bool:
     if not sites:
         return False
     w = rng.choice(sites)
-    key = rng.choice(("numpy_array_alignment_bytes", "order", "allow_mmap", "shape", "dtype"))
+    keys = ("numpy_array_alignment_bytes", "order", "allow_mmap", "shape", "dtype")
+    key = rng.choices(keys, (3, 1, 1, 1, 3))[0]
     if key not in w:
         return False
     site = w[key]

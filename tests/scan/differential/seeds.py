@@ -247,7 +247,10 @@ def _joblib() -> list[Sample]:
             root.frozen = data
         else:
             root = Node(method, opts={"level": 3}, children=[inner], frozen=data)
-        out.append(Sample(f"joblib-{method}", "model.joblib", root, False))
+        # joblib ignores the name; pandas.read_pickle decompresses by suffix, so a compressed
+        # joblib file carries the suffix pandas reads it with (lzma's .xz: LZMAFile reads both)
+        suffix = {"gzip": ".gz", "bz2": ".bz2", "xz": ".xz", "lzma": ".xz"}.get(method, "")
+        out.append(Sample(f"joblib-{method}", "model.joblib" + suffix, root, False))
     plain = pickle.dumps({"coef": [0.5, 1.5], "n": 3}, protocol=2)
     zf = Node("zf", children=[_pickle_leaf(plain)])
     out.append(Sample("joblib-zf", "model.joblib", zf, False))
